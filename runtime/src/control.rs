@@ -1,0 +1,1186 @@
+//! The control-plane state machine: every change is a [`Command`] applied by
+//! [`ControlState::apply`], deterministically, in journal order.
+//!
+//! `apply` validates a command completely before it changes anything: it either returns the
+//! [`Event`]s the command caused (and the caller journals the command) or a [`Rejection`] (and
+//! nothing changed, nothing is journaled). Replaying the journal over a snapshot therefore
+//! rebuilds exactly the state the node had. Time enters only through the `at_ms` of each command.
+//!
+//! The job and worker state machines are documented in [`crate::job`] and [`crate::worker`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AttemptNo, Epoch, JobId, NodeId, PoolId, TenantId, WorkerId};
+use crate::job::{
+    Attempt, AttemptOutcome, ExitReport, JobRecord, JobSpec, JobState, Priority, StopCause,
+};
+use crate::resources::Resources;
+use crate::worker::{WorkerRecord, WorkerRegistration, WorkerState};
+
+/// A control-plane change, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The node (re)started: the epoch advances; attempts and workers of the previous run are
+    /// lost (they died with it).
+    NodeStarted {
+        /// The node's configured name.
+        node: NodeId,
+        /// When.
+        at_ms: u64,
+    },
+    /// The node is shutting down gracefully: live attempts go back to Pending, uncharged.
+    NodeStopping {
+        /// When.
+        at_ms: u64,
+    },
+    /// A job was submitted.
+    SubmitJob {
+        /// Its id (must be `next_job_id`).
+        id: JobId,
+        /// The validated spec.
+        spec: JobSpec,
+        /// When.
+        at_ms: u64,
+    },
+    /// A user asked to cancel a job.
+    CancelJob {
+        /// Which.
+        id: JobId,
+        /// Why (shown as the terminal reason).
+        reason: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// The scheduler placed a job on a worker.
+    AssignJob {
+        /// Which job.
+        id: JobId,
+        /// Attempt number (must be the next one).
+        attempt: AttemptNo,
+        /// The assigning epoch (must be current).
+        epoch: Epoch,
+        /// Where.
+        worker: WorkerId,
+        /// When.
+        at_ms: u64,
+    },
+    /// The agent started the attempt's process.
+    AttemptStarted {
+        /// Which job.
+        id: JobId,
+        /// Which attempt.
+        attempt: AttemptNo,
+        /// Its epoch.
+        epoch: Epoch,
+        /// When.
+        at_ms: u64,
+    },
+    /// The attempt's process tree ended.
+    AttemptFinished {
+        /// Which job.
+        id: JobId,
+        /// Which attempt.
+        attempt: AttemptNo,
+        /// Its epoch.
+        epoch: Epoch,
+        /// What the agent reported.
+        report: ExitReport,
+        /// When.
+        at_ms: u64,
+    },
+    /// The attempt was given up on without a report (e.g. its agent never confirmed a stop).
+    AttemptLost {
+        /// Which job.
+        id: JobId,
+        /// Which attempt.
+        attempt: AttemptNo,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Why.
+        reason: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// A provider was asked for a new worker.
+    WorkerProvisioning {
+        /// The new worker's id (see [`ControlState::next_worker_id`]).
+        id: WorkerId,
+        /// Its pool.
+        pool: PoolId,
+        /// When.
+        at_ms: u64,
+    },
+    /// An agent registered.
+    WorkerRegistered {
+        /// What it declared.
+        registration: WorkerRegistration,
+        /// When.
+        at_ms: u64,
+    },
+    /// A worker stops taking new work.
+    WorkerDraining {
+        /// Which.
+        id: WorkerId,
+        /// Why.
+        reason: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// A worker is gone; its live attempts are lost.
+    WorkerTerminated {
+        /// Which.
+        id: WorkerId,
+        /// Why (e.g. "agent disconnected", "scaled down").
+        reason: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// Retention: forget finished jobs and terminated workers.
+    Purge {
+        /// Finished before this time.
+        before_ms: u64,
+        /// Keep at most this many finished jobs (oldest go first).
+        keep_finished_max: u64,
+        /// Keep at most this many terminated workers.
+        keep_terminated_workers_max: u64,
+    },
+}
+
+impl Command {
+    /// Short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::NodeStarted { .. } => "node_started",
+            Command::NodeStopping { .. } => "node_stopping",
+            Command::SubmitJob { .. } => "submit_job",
+            Command::CancelJob { .. } => "cancel_job",
+            Command::AssignJob { .. } => "assign_job",
+            Command::AttemptStarted { .. } => "attempt_started",
+            Command::AttemptFinished { .. } => "attempt_finished",
+            Command::AttemptLost { .. } => "attempt_lost",
+            Command::WorkerProvisioning { .. } => "worker_provisioning",
+            Command::WorkerRegistered { .. } => "worker_registered",
+            Command::WorkerDraining { .. } => "worker_draining",
+            Command::WorkerTerminated { .. } => "worker_terminated",
+            Command::Purge { .. } => "purge",
+        }
+    }
+}
+
+/// What applying a command caused; the actor shell turns these into messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A job became schedulable (new, or requeued after its backoff).
+    JobQueued {
+        /// Which.
+        id: JobId,
+        /// Not before this time.
+        not_before_ms: u64,
+    },
+    /// A job was placed: the worker must be told to run it.
+    JobAssigned {
+        /// Which.
+        id: JobId,
+        /// Attempt number.
+        attempt: AttemptNo,
+        /// Epoch.
+        epoch: Epoch,
+        /// Where.
+        worker: WorkerId,
+    },
+    /// The agent started it.
+    JobStarted {
+        /// Which.
+        id: JobId,
+        /// Attempt.
+        attempt: AttemptNo,
+        /// When.
+        at_ms: u64,
+    },
+    /// An attempt ended and the job went back to Pending (retry, loss, preemption).
+    JobRequeued {
+        /// Which.
+        id: JobId,
+        /// Retry not before.
+        not_before_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The job reached a terminal state.
+    JobFinished {
+        /// Which.
+        id: JobId,
+        /// Which terminal state.
+        state: JobState,
+    },
+    /// A live attempt must be stopped on its worker.
+    StopAttempt {
+        /// Which job.
+        id: JobId,
+        /// Attempt.
+        attempt: AttemptNo,
+        /// Epoch.
+        epoch: Epoch,
+        /// Where it runs.
+        worker: WorkerId,
+        /// Why.
+        cause: StopCause,
+    },
+    /// A worker's state changed.
+    WorkerChanged {
+        /// Which.
+        id: WorkerId,
+        /// New state.
+        state: WorkerState,
+    },
+    /// A worker has a free slot again (wake the scheduler).
+    CapacityFreed {
+        /// Which.
+        worker: WorkerId,
+    },
+    /// Jobs were forgotten by retention.
+    JobsPurged {
+        /// Which.
+        ids: Vec<JobId>,
+    },
+}
+
+/// Why a command was not applied. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No such job.
+    UnknownJob(JobId),
+    /// No such worker.
+    UnknownWorker(WorkerId),
+    /// The command names an attempt or epoch that is not the live one: a stale report, ignored.
+    Stale(String),
+    /// The command does not apply in the current state (message says why).
+    InvalidState(String),
+    /// Nothing to do (e.g. cancelling a job already being cancelled).
+    NoOp,
+    /// An idempotency key that already names a job.
+    Duplicate(JobId),
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::UnknownJob(id) => write!(f, "no job with id {id}"),
+            Rejection::UnknownWorker(id) => write!(f, "no worker with id {id}"),
+            Rejection::Stale(s) => write!(f, "stale: {s}"),
+            Rejection::InvalidState(s) => f.write_str(s),
+            Rejection::NoOp => f.write_str("nothing to do"),
+            Rejection::Duplicate(id) => write!(f, "idempotency key already used by job {id}"),
+        }
+    }
+}
+
+/// The whole control-plane state. Primary data is serialized into snapshots; the indices are
+/// rebuilt after loading ([`ControlState::rebuild_indices`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ControlState {
+    /// Fencing epoch (incremented by [`Command::NodeStarted`]).
+    pub epoch: Epoch,
+    /// Configured name of the node that runs this state.
+    pub node: Option<NodeId>,
+    /// Next job id to allocate.
+    pub next_job_id: u64,
+    /// Next submission sequence number.
+    pub next_seq: u64,
+    /// Per-pool counter for worker ids.
+    pub worker_seq: BTreeMap<PoolId, u64>,
+    /// All jobs not yet purged.
+    pub jobs: BTreeMap<JobId, JobRecord>,
+    /// All workers not yet purged.
+    pub workers: BTreeMap<WorkerId, WorkerRecord>,
+    /// Pending queue: (priority rank, seq) order.
+    #[serde(skip)]
+    pending: BTreeSet<(u8, u64, JobId)>,
+    /// Finished jobs by finish time (retention order).
+    #[serde(skip)]
+    finished: BTreeSet<(u64, JobId)>,
+    /// (tenant, idempotency key) → job.
+    #[serde(skip)]
+    idempotency: BTreeMap<(TenantId, String), JobId>,
+    /// Jobs per state.
+    #[serde(skip)]
+    state_counts: BTreeMap<JobState, u64>,
+}
+
+impl Default for Epoch {
+    fn default() -> Self {
+        Epoch(0)
+    }
+}
+
+/// A pending job as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJob {
+    /// Id.
+    pub id: JobId,
+    /// Priority.
+    pub priority: Priority,
+    /// Submission order.
+    pub seq: u64,
+    /// Request.
+    pub resources: Resources,
+    /// Tenant.
+    pub tenant: TenantId,
+    /// The attempt number the next assignment will carry.
+    pub next_attempt: AttemptNo,
+}
+
+/// A worker as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateWorker {
+    /// Id.
+    pub id: WorkerId,
+    /// Pool.
+    pub pool: PoolId,
+    /// Capacity.
+    pub capacity: Resources,
+    /// Free capacity.
+    pub free: Resources,
+    /// Total slots.
+    pub slots: u32,
+    /// Free slots.
+    pub free_slots: u32,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The immutable input of one scheduling cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SchedulingView {
+    /// The cycle's clock.
+    pub now_ms: u64,
+    /// The current epoch (assignments carry it).
+    pub epoch: Epoch,
+    /// Schedulable pending jobs in queue order (at most the requested number).
+    pub jobs: Vec<PendingJob>,
+    /// Workers accepting work (registered, not draining), in id order.
+    pub workers: Vec<CandidateWorker>,
+    /// Pending jobs in total (including those in backoff).
+    pub pending_total: usize,
+    /// Earliest end of a retry backoff still in the future.
+    pub next_wake_ms: Option<u64>,
+}
+
+type Applied = Result<Vec<Event>, Rejection>;
+
+impl ControlState {
+    /// Rebuilds the derived indices from the primary data (after decoding a snapshot).
+    pub fn rebuild_indices(&mut self) {
+        self.pending.clear();
+        self.finished.clear();
+        self.idempotency.clear();
+        self.state_counts.clear();
+        for (id, j) in &self.jobs {
+            *self.state_counts.entry(j.state).or_default() += 1;
+            if j.state == JobState::Pending {
+                self.pending.insert((j.spec.priority.rank(), j.seq, *id));
+            }
+            if j.state.is_terminal() {
+                self.finished.insert((j.finished_at_ms.unwrap_or(0), *id));
+            }
+            if let Some(k) = &j.spec.idempotency_key {
+                self.idempotency
+                    .insert((j.spec.tenant.clone(), k.clone()), *id);
+            }
+        }
+    }
+
+    /// The job, if known.
+    pub fn job(&self, id: JobId) -> Option<&JobRecord> {
+        self.jobs.get(&id)
+    }
+
+    /// The worker, if known.
+    pub fn worker(&self, id: &WorkerId) -> Option<&WorkerRecord> {
+        self.workers.get(id)
+    }
+
+    /// The job already submitted with this idempotency key, if any.
+    pub fn idempotent_job(&self, tenant: &TenantId, key: &str) -> Option<JobId> {
+        self.idempotency
+            .get(&(tenant.clone(), key.to_string()))
+            .copied()
+    }
+
+    /// Number of jobs in each state.
+    pub fn state_counts(&self) -> &BTreeMap<JobState, u64> {
+        &self.state_counts
+    }
+
+    /// Jobs not yet terminal.
+    pub fn active_jobs(&self) -> u64 {
+        self.state_counts
+            .iter()
+            .filter(|(s, _)| !s.is_terminal())
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Pending jobs (including those in backoff).
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Pending jobs in queue order.
+    pub fn pending_in_order(&self) -> impl Iterator<Item = &JobRecord> {
+        self.pending
+            .iter()
+            .filter_map(|(_, _, id)| self.jobs.get(id))
+    }
+
+    /// The id the next worker of `pool` will get: `<pool>-<n>`.
+    pub fn next_worker_id(&self, pool: &PoolId) -> WorkerId {
+        let n = self.worker_seq.get(pool).copied().unwrap_or(0) + 1;
+        WorkerId::new(format!("{pool}-{n}"))
+            .unwrap_or_else(|_| WorkerId::new(format!("w-{n}")).expect("valid fallback id"))
+    }
+
+    /// Builds the scheduler's view: up to `max_jobs` schedulable pending jobs in queue order, and
+    /// every worker that accepts work and has a free slot.
+    pub fn scheduling_view(&self, now_ms: u64, max_jobs: usize) -> SchedulingView {
+        let mut jobs = Vec::with_capacity(max_jobs.min(self.pending.len()));
+        let mut next_wake_ms: Option<u64> = None;
+        for (_, _, id) in &self.pending {
+            let Some(j) = self.jobs.get(id) else { continue };
+            if j.not_before_ms > now_ms {
+                next_wake_ms =
+                    Some(next_wake_ms.map_or(j.not_before_ms, |w| w.min(j.not_before_ms)));
+                continue;
+            }
+            if jobs.len() < max_jobs {
+                jobs.push(PendingJob {
+                    id: *id,
+                    priority: j.spec.priority,
+                    seq: j.seq,
+                    resources: j.spec.resources,
+                    tenant: j.spec.tenant.clone(),
+                    next_attempt: AttemptNo(j.attempts.len() as u32 + 1),
+                });
+            } else if next_wake_ms.is_some() {
+                break;
+            }
+        }
+        let workers = self
+            .workers
+            .values()
+            .filter(|w| w.state.accepts_work() && w.free_slots() > 0)
+            .map(|w| CandidateWorker {
+                id: w.id.clone(),
+                pool: w.pool.clone(),
+                capacity: w.capacity,
+                free: w.free(),
+                slots: w.slots,
+                free_slots: w.free_slots(),
+                labels: w.labels.clone(),
+            })
+            .collect();
+        SchedulingView {
+            now_ms,
+            epoch: self.epoch,
+            jobs,
+            workers,
+            pending_total: self.pending.len(),
+            next_wake_ms,
+        }
+    }
+
+    /// Applies one command. On `Err` nothing changed.
+    pub fn apply(&mut self, cmd: &Command) -> Applied {
+        match cmd {
+            Command::NodeStarted { node, at_ms } => Ok(self.on_node_started(node, *at_ms)),
+            Command::NodeStopping { at_ms } => Ok(self.on_node_stopping(*at_ms)),
+            Command::SubmitJob { id, spec, at_ms } => self.on_submit(*id, spec, *at_ms),
+            Command::CancelJob { id, reason, at_ms } => self.on_cancel(*id, reason, *at_ms),
+            Command::AssignJob {
+                id,
+                attempt,
+                epoch,
+                worker,
+                at_ms,
+            } => self.on_assign(*id, *attempt, *epoch, worker, *at_ms),
+            Command::AttemptStarted {
+                id,
+                attempt,
+                epoch,
+                at_ms,
+            } => self.on_started(*id, *attempt, *epoch, *at_ms),
+            Command::AttemptFinished {
+                id,
+                attempt,
+                epoch,
+                report,
+                at_ms,
+            } => {
+                self.check_live(*id, *attempt, *epoch)?;
+                Ok(self.finish_attempt(*id, AttemptOutcome::Exited(report.clone()), *at_ms))
+            }
+            Command::AttemptLost {
+                id,
+                attempt,
+                epoch,
+                reason,
+                at_ms,
+            } => {
+                self.check_live(*id, *attempt, *epoch)?;
+                Ok(self.finish_attempt(
+                    *id,
+                    AttemptOutcome::Lost {
+                        reason: reason.clone(),
+                    },
+                    *at_ms,
+                ))
+            }
+            Command::WorkerProvisioning { id, pool, at_ms } => {
+                self.on_worker_provisioning(id, pool, *at_ms)
+            }
+            Command::WorkerRegistered {
+                registration,
+                at_ms,
+            } => self.on_worker_registered(registration, *at_ms),
+            Command::WorkerDraining { id, reason, at_ms } => {
+                self.on_worker_draining(id, reason, *at_ms)
+            }
+            Command::WorkerTerminated { id, reason, at_ms } => {
+                self.on_worker_terminated(id, reason, *at_ms)
+            }
+            Command::Purge {
+                before_ms,
+                keep_finished_max,
+                keep_terminated_workers_max,
+            } => self.on_purge(*before_ms, *keep_finished_max, *keep_terminated_workers_max),
+        }
+    }
+
+    fn count_state(&mut self, s: JobState, delta: i64) {
+        let n = self.state_counts.entry(s).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            self.state_counts.remove(&s);
+        }
+    }
+
+    fn set_job_state(&mut self, id: JobId, to: JobState) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let from = j.state;
+        if from == to {
+            return;
+        }
+        j.state = to;
+        let key = (j.spec.priority.rank(), j.seq, id);
+        let finished_at = j.finished_at_ms.unwrap_or(0);
+        self.count_state(from, -1);
+        self.count_state(to, 1);
+        if from == JobState::Pending {
+            self.pending.remove(&key);
+        }
+        if to == JobState::Pending {
+            self.pending.insert(key);
+        }
+        if to.is_terminal() {
+            self.finished.insert((finished_at, id));
+        }
+    }
+
+    fn on_node_started(&mut self, node: &NodeId, at_ms: u64) -> Vec<Event> {
+        self.epoch = Epoch(self.epoch.0 + 1);
+        self.node = Some(node.clone());
+        let mut events = Vec::new();
+        let live: Vec<WorkerId> = self
+            .workers
+            .values()
+            .filter(|w| w.state != WorkerState::Terminated)
+            .map(|w| w.id.clone())
+            .collect();
+        for w in live {
+            events.extend(self.terminate_worker(&w, "worker lost: node restarted", at_ms));
+        }
+        // Jobs queued before the restart are schedulable again.
+        for (_, _, id) in &self.pending {
+            if let Some(j) = self.jobs.get(id) {
+                events.push(Event::JobQueued {
+                    id: *id,
+                    not_before_ms: j.not_before_ms,
+                });
+            }
+        }
+        events
+    }
+
+    fn on_node_stopping(&mut self, at_ms: u64) -> Vec<Event> {
+        let live: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| matches!(j.state, JobState::Scheduled | JobState::Running))
+            .map(|j| j.id)
+            .collect();
+        let mut events = Vec::new();
+        for id in live {
+            events.extend(self.finish_attempt(
+                id,
+                AttemptOutcome::Requeued {
+                    reason: "node shut down".into(),
+                },
+                at_ms,
+            ));
+        }
+        events
+    }
+
+    fn on_submit(&mut self, id: JobId, spec: &JobSpec, at_ms: u64) -> Applied {
+        if id.0 != self.next_job_id {
+            return Err(Rejection::InvalidState(format!(
+                "job id {id} is not the next id {}",
+                self.next_job_id
+            )));
+        }
+        spec.validate()
+            .map_err(|e| Rejection::InvalidState(e.to_string()))?;
+        if let Some(k) = &spec.idempotency_key {
+            if let Some(existing) = self.idempotent_job(&spec.tenant, k) {
+                return Err(Rejection::Duplicate(existing));
+            }
+            self.idempotency
+                .insert((spec.tenant.clone(), k.clone()), id);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.next_job_id += 1;
+        self.jobs.insert(
+            id,
+            JobRecord {
+                id,
+                spec: spec.clone(),
+                state: JobState::Pending,
+                seq,
+                submitted_at_ms: at_ms,
+                attempts: Vec::new(),
+                charged_attempts: 0,
+                not_before_ms: 0,
+                reason: None,
+                exit_code: None,
+                signal: None,
+                finished_at_ms: None,
+                cancel_requested: None,
+                preemptions: 0,
+            },
+        );
+        self.count_state(JobState::Pending, 1);
+        self.pending.insert((spec.priority.rank(), seq, id));
+        Ok(vec![Event::JobQueued {
+            id,
+            not_before_ms: 0,
+        }])
+    }
+
+    fn on_cancel(&mut self, id: JobId, reason: &str, at_ms: u64) -> Applied {
+        let j = self.jobs.get(&id).ok_or(Rejection::UnknownJob(id))?;
+        match j.state {
+            s if s.is_terminal() => Err(Rejection::InvalidState(format!(
+                "job {id} already finished ({s})"
+            ))),
+            JobState::Pending => {
+                let j = self.jobs.get_mut(&id).expect("checked above");
+                j.finished_at_ms = Some(at_ms);
+                j.reason = Some(reason.to_string());
+                self.set_job_state(id, JobState::Cancelled);
+                Ok(vec![Event::JobFinished {
+                    id,
+                    state: JobState::Cancelled,
+                }])
+            }
+            _ => {
+                if j.cancel_requested.is_some() {
+                    return Err(Rejection::NoOp);
+                }
+                let a = j.attempts.last().expect("a live job has an attempt");
+                let ev = Event::StopAttempt {
+                    id,
+                    attempt: a.number,
+                    epoch: a.epoch,
+                    worker: a.worker.clone(),
+                    cause: StopCause::Cancel,
+                };
+                self.jobs.get_mut(&id).expect("checked").cancel_requested =
+                    Some(reason.to_string());
+                Ok(vec![ev])
+            }
+        }
+    }
+
+    fn on_assign(
+        &mut self,
+        id: JobId,
+        attempt: AttemptNo,
+        epoch: Epoch,
+        worker: &WorkerId,
+        at_ms: u64,
+    ) -> Applied {
+        if epoch != self.epoch {
+            return Err(Rejection::Stale(format!(
+                "assignment for epoch {epoch}, current epoch is {}",
+                self.epoch
+            )));
+        }
+        let j = self.jobs.get(&id).ok_or(Rejection::UnknownJob(id))?;
+        if j.state != JobState::Pending {
+            return Err(Rejection::InvalidState(format!(
+                "job {id} is {}, not pending",
+                j.state
+            )));
+        }
+        if j.not_before_ms > at_ms {
+            return Err(Rejection::InvalidState(format!(
+                "job {id} is in retry backoff until {}",
+                j.not_before_ms
+            )));
+        }
+        let expected = AttemptNo(j.attempts.len() as u32 + 1);
+        if attempt != expected {
+            return Err(Rejection::Stale(format!(
+                "attempt {attempt} of job {id}, expected {expected}"
+            )));
+        }
+        let req = j.spec.resources;
+        let w = self
+            .workers
+            .get(worker)
+            .ok_or_else(|| Rejection::UnknownWorker(worker.clone()))?;
+        if !w.can_take(&req) {
+            return Err(Rejection::InvalidState(format!(
+                "worker {worker} cannot take job {id} ({}, {} free slots, free {})",
+                w.state,
+                w.free_slots(),
+                w.free()
+            )));
+        }
+        let w = self.workers.get_mut(worker).expect("checked");
+        w.running.insert((id, attempt));
+        w.allocated = w.allocated.saturating_add(&req);
+        w.idle_since_ms = None;
+        let mut events = Vec::new();
+        if w.state == WorkerState::Idle {
+            w.state = WorkerState::Busy;
+            events.push(Event::WorkerChanged {
+                id: worker.clone(),
+                state: WorkerState::Busy,
+            });
+        }
+        let j = self.jobs.get_mut(&id).expect("checked");
+        j.attempts.push(Attempt {
+            number: attempt,
+            epoch,
+            worker: worker.clone(),
+            assigned_at_ms: at_ms,
+            started_at_ms: None,
+            finished_at_ms: None,
+            outcome: None,
+        });
+        j.reason = None;
+        self.set_job_state(id, JobState::Scheduled);
+        events.push(Event::JobAssigned {
+            id,
+            attempt,
+            epoch,
+            worker: worker.clone(),
+        });
+        Ok(events)
+    }
+
+    fn check_live(&self, id: JobId, attempt: AttemptNo, epoch: Epoch) -> Result<(), Rejection> {
+        let j = self.jobs.get(&id).ok_or(Rejection::UnknownJob(id))?;
+        match j.live_attempt() {
+            Some(a) if a.number == attempt && a.epoch == epoch => Ok(()),
+            Some(a) => Err(Rejection::Stale(format!(
+                "report for attempt {attempt} (epoch {epoch}) of job {id}; the live attempt is {} (epoch {})",
+                a.number, a.epoch
+            ))),
+            None => Err(Rejection::Stale(format!(
+                "report for attempt {attempt} (epoch {epoch}) of job {id}, which has no live attempt ({})",
+                j.state
+            ))),
+        }
+    }
+
+    fn on_started(&mut self, id: JobId, attempt: AttemptNo, epoch: Epoch, at_ms: u64) -> Applied {
+        self.check_live(id, attempt, epoch)?;
+        let j = self.jobs.get_mut(&id).expect("checked");
+        if j.state != JobState::Scheduled {
+            return Err(Rejection::NoOp);
+        }
+        if let Some(a) = j.attempts.last_mut() {
+            a.started_at_ms = Some(at_ms);
+        }
+        self.set_job_state(id, JobState::Running);
+        Ok(vec![Event::JobStarted { id, attempt, at_ms }])
+    }
+
+    /// Ends the live attempt of `id` with `outcome` and moves the job on: terminal, or back to
+    /// Pending per its retry policy. The caller has checked that an attempt is live.
+    fn finish_attempt(&mut self, id: JobId, outcome: AttemptOutcome, at_ms: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return events;
+        };
+        let Some(a) = j.attempts.last_mut() else {
+            return events;
+        };
+        a.finished_at_ms = Some(at_ms);
+        a.outcome = Some(outcome.clone());
+        let attempt_no = a.number;
+        let worker_id = a.worker.clone();
+        let req = j.spec.resources;
+
+        // Decide the job's next state.
+        let (next, reason) = match &outcome {
+            _ if j.cancel_requested.is_some() => (
+                JobState::Cancelled,
+                j.cancel_requested.clone().unwrap_or_default(),
+            ),
+            AttemptOutcome::Exited(r) if r.stopped_by == Some(StopCause::Cancel) => {
+                (JobState::Cancelled, "cancelled".to_string())
+            }
+            AttemptOutcome::Exited(r) if r.is_success() => {
+                (JobState::Succeeded, "exit code 0".to_string())
+            }
+            AttemptOutcome::Exited(r) if r.stopped_by == Some(StopCause::Shutdown) => (
+                JobState::Pending,
+                format!("attempt {attempt_no} stopped: agent shut down"),
+            ),
+            AttemptOutcome::Preempted { reason } => {
+                j.preemptions += 1;
+                (
+                    JobState::Pending,
+                    format!("attempt {attempt_no} preempted: {reason}"),
+                )
+            }
+            AttemptOutcome::Requeued { reason } => (
+                JobState::Pending,
+                format!("attempt {attempt_no} requeued: {reason}"),
+            ),
+            failure => {
+                j.charged_attempts += 1;
+                let what = match failure {
+                    AttemptOutcome::Exited(r) if r.stopped_by == Some(StopCause::Timeout) => {
+                        format!(
+                            "exceeded its timeout of {}",
+                            fmt_ms(j.spec.timeout_ms.unwrap_or(0))
+                        )
+                    }
+                    AttemptOutcome::Exited(r) => r.describe(),
+                    AttemptOutcome::Lost { reason } => reason.clone(),
+                    _ => "ended".into(),
+                };
+                let timed_out = matches!(failure, AttemptOutcome::Exited(r) if r.stopped_by == Some(StopCause::Timeout));
+                if j.charged_attempts <= j.spec.retry.max_retries {
+                    let backoff = j.spec.retry.backoff_ms(j.charged_attempts);
+                    j.not_before_ms = at_ms.saturating_add(backoff);
+                    (
+                        JobState::Pending,
+                        format!(
+                            "attempt {attempt_no} {what}; retry {}/{} in {}",
+                            j.charged_attempts,
+                            j.spec.retry.max_retries,
+                            fmt_ms(backoff)
+                        ),
+                    )
+                } else if timed_out {
+                    (JobState::TimedOut, format!("attempt {attempt_no} {what}"))
+                } else {
+                    let prefix = if j.spec.retry.max_retries > 0 {
+                        format!("attempt {attempt_no} (last) ")
+                    } else {
+                        String::new()
+                    };
+                    (JobState::Failed, format!("{prefix}{what}"))
+                }
+            }
+        };
+        if let AttemptOutcome::Exited(r) = &outcome {
+            j.exit_code = r.exit_code;
+            j.signal = r.signal;
+        }
+        j.reason = Some(reason.clone());
+        if next.is_terminal() {
+            j.finished_at_ms = Some(at_ms);
+        }
+        let not_before_ms = j.not_before_ms;
+        self.set_job_state(id, next);
+        if next.is_terminal() {
+            events.push(Event::JobFinished { id, state: next });
+        } else {
+            events.push(Event::JobRequeued {
+                id,
+                not_before_ms,
+                reason,
+            });
+        }
+
+        // Free the worker's slot.
+        if let Some(w) = self.workers.get_mut(&worker_id) {
+            if w.running.remove(&(id, attempt_no)) {
+                w.allocated = w.allocated.saturating_sub(&req);
+                w.jobs_completed += 1;
+                if w.running.is_empty() && w.state == WorkerState::Busy {
+                    w.state = WorkerState::Idle;
+                    w.idle_since_ms = Some(at_ms);
+                    events.push(Event::WorkerChanged {
+                        id: worker_id.clone(),
+                        state: WorkerState::Idle,
+                    });
+                } else if w.running.is_empty() && w.state == WorkerState::Draining {
+                    w.idle_since_ms = Some(at_ms);
+                }
+                if w.state.accepts_work() {
+                    events.push(Event::CapacityFreed { worker: worker_id });
+                }
+            }
+        }
+        events
+    }
+
+    fn on_worker_provisioning(&mut self, id: &WorkerId, pool: &PoolId, at_ms: u64) -> Applied {
+        if self.workers.contains_key(id) {
+            return Err(Rejection::InvalidState(format!(
+                "worker {id} already exists"
+            )));
+        }
+        let n = self.worker_seq.entry(pool.clone()).or_insert(0);
+        *n += 1;
+        self.workers.insert(
+            id.clone(),
+            WorkerRecord {
+                id: id.clone(),
+                pool: pool.clone(),
+                state: WorkerState::Provisioning,
+                capacity: Resources::ZERO,
+                allocated: Resources::ZERO,
+                slots: 0,
+                labels: BTreeMap::new(),
+                running: BTreeSet::new(),
+                agent_node: None,
+                hostname: None,
+                pid: None,
+                provisioned_at_ms: at_ms,
+                registered_at_ms: None,
+                idle_since_ms: None,
+                terminated_at_ms: None,
+                reason: None,
+                jobs_completed: 0,
+            },
+        );
+        Ok(vec![Event::WorkerChanged {
+            id: id.clone(),
+            state: WorkerState::Provisioning,
+        }])
+    }
+
+    fn on_worker_registered(&mut self, r: &WorkerRegistration, at_ms: u64) -> Applied {
+        if r.slots == 0 {
+            return Err(Rejection::InvalidState(format!(
+                "worker {} registered with 0 slots",
+                r.id
+            )));
+        }
+        match self.workers.get(&r.id).map(|w| w.state) {
+            Some(WorkerState::Provisioning) | None => {}
+            Some(WorkerState::Terminated) => {
+                return Err(Rejection::InvalidState(format!(
+                    "worker {} was terminated ({}); an agent must register under a new id",
+                    r.id,
+                    self.workers[&r.id].reason.clone().unwrap_or_default()
+                )));
+            }
+            Some(s) => {
+                return Err(Rejection::InvalidState(format!(
+                    "worker {} is already registered ({s})",
+                    r.id
+                )));
+            }
+        }
+        let w = self
+            .workers
+            .entry(r.id.clone())
+            .or_insert_with(|| WorkerRecord {
+                id: r.id.clone(),
+                pool: r.pool.clone(),
+                state: WorkerState::Provisioning,
+                capacity: Resources::ZERO,
+                allocated: Resources::ZERO,
+                slots: 0,
+                labels: BTreeMap::new(),
+                running: BTreeSet::new(),
+                agent_node: None,
+                hostname: None,
+                pid: None,
+                provisioned_at_ms: at_ms,
+                registered_at_ms: None,
+                idle_since_ms: None,
+                terminated_at_ms: None,
+                reason: None,
+                jobs_completed: 0,
+            });
+        w.pool = r.pool.clone();
+        w.state = WorkerState::Idle;
+        w.capacity = r.capacity;
+        w.slots = r.slots;
+        w.labels = r.labels.clone();
+        w.agent_node = Some(r.agent_node.clone());
+        w.hostname = Some(r.hostname.clone());
+        w.pid = Some(r.pid);
+        w.registered_at_ms = Some(at_ms);
+        w.idle_since_ms = Some(at_ms);
+        Ok(vec![
+            Event::WorkerChanged {
+                id: r.id.clone(),
+                state: WorkerState::Idle,
+            },
+            Event::CapacityFreed {
+                worker: r.id.clone(),
+            },
+        ])
+    }
+
+    fn on_worker_draining(&mut self, id: &WorkerId, _reason: &str, _at_ms: u64) -> Applied {
+        let w = self
+            .workers
+            .get_mut(id)
+            .ok_or_else(|| Rejection::UnknownWorker(id.clone()))?;
+        if !w.state.accepts_work() {
+            return Err(Rejection::InvalidState(format!(
+                "worker {id} is {}, cannot drain",
+                w.state
+            )));
+        }
+        w.state = WorkerState::Draining;
+        Ok(vec![Event::WorkerChanged {
+            id: id.clone(),
+            state: WorkerState::Draining,
+        }])
+    }
+
+    fn on_worker_terminated(&mut self, id: &WorkerId, reason: &str, at_ms: u64) -> Applied {
+        let w = self
+            .workers
+            .get(id)
+            .ok_or_else(|| Rejection::UnknownWorker(id.clone()))?;
+        if w.state == WorkerState::Terminated {
+            return Err(Rejection::NoOp);
+        }
+        Ok(self.terminate_worker(id, reason, at_ms))
+    }
+
+    fn terminate_worker(&mut self, id: &WorkerId, reason: &str, at_ms: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        let running: Vec<(JobId, AttemptNo)> = self
+            .workers
+            .get(id)
+            .map(|w| w.running.iter().copied().collect())
+            .unwrap_or_default();
+        for (job, _) in running {
+            let lost_reason = if reason.starts_with("worker lost") {
+                reason.to_string()
+            } else {
+                format!("worker lost: {reason}")
+            };
+            events.extend(
+                self.finish_attempt(
+                    job,
+                    AttemptOutcome::Lost {
+                        reason: lost_reason,
+                    },
+                    at_ms,
+                )
+                .into_iter()
+                .filter(|e| {
+                    !matches!(e, Event::CapacityFreed { .. } | Event::WorkerChanged { .. })
+                }),
+            );
+        }
+        if let Some(w) = self.workers.get_mut(id) {
+            w.state = WorkerState::Terminated;
+            w.running.clear();
+            w.allocated = Resources::ZERO;
+            w.terminated_at_ms = Some(at_ms);
+            w.idle_since_ms = None;
+            w.reason = Some(reason.to_string());
+        }
+        events.push(Event::WorkerChanged {
+            id: id.clone(),
+            state: WorkerState::Terminated,
+        });
+        events
+    }
+
+    fn on_purge(&mut self, before_ms: u64, keep_max: u64, keep_workers_max: u64) -> Applied {
+        let mut victims: Vec<(u64, JobId)> = self
+            .finished
+            .iter()
+            .take_while(|(t, _)| *t < before_ms)
+            .copied()
+            .collect();
+        let remaining = self.finished.len() as u64 - victims.len() as u64;
+        if remaining > keep_max {
+            let extra = (remaining - keep_max) as usize;
+            victims.extend(
+                self.finished
+                    .iter()
+                    .skip(victims.len())
+                    .take(extra)
+                    .copied(),
+            );
+        }
+        let mut gone_workers: Vec<(u64, WorkerId)> = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Terminated)
+            .map(|w| (w.terminated_at_ms.unwrap_or(0), w.id.clone()))
+            .collect();
+        gone_workers.sort();
+        let old_workers = gone_workers.iter().filter(|(t, _)| *t < before_ms).count();
+        let over = gone_workers.len().saturating_sub(keep_workers_max as usize);
+        let drop_workers = old_workers.max(over);
+        if victims.is_empty() && drop_workers == 0 {
+            return Err(Rejection::NoOp);
+        }
+        let mut ids = Vec::with_capacity(victims.len());
+        for key in victims {
+            self.finished.remove(&key);
+            if let Some(j) = self.jobs.remove(&key.1) {
+                self.count_state(j.state, -1);
+                if let Some(k) = &j.spec.idempotency_key {
+                    self.idempotency.remove(&(j.spec.tenant.clone(), k.clone()));
+                }
+                ids.push(key.1);
+            }
+        }
+        for (_, w) in gone_workers.into_iter().take(drop_workers) {
+            self.workers.remove(&w);
+        }
+        Ok(vec![Event::JobsPurged { ids }])
+    }
+}
+
+/// `1500` → `1.5s`, `60000` → `1m`, `250` → `250ms`.
+pub fn fmt_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,80 @@
+//! The runtime crate's error types.
+
+use thiserror::Error;
+
+/// A value given by a user (job spec, quantity, id) that is not acceptable. The message names the
+/// field, the value and the reason.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// A field holds an invalid value.
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        /// The field that was wrong.
+        field: &'static str,
+        /// The offending value, as given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A required field was missing.
+    #[error("missing {field}: {reason}")]
+    Missing {
+        /// The missing field.
+        field: &'static str,
+        /// What it is for.
+        reason: String,
+    },
+}
+
+/// Errors of the durable store (journal and snapshots).
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// sled failed (I/O error, corruption detected by sled, data dir locked by another process).
+    #[error("store at {path}: {source}")]
+    Sled {
+        /// The database directory.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: sled::Error,
+    },
+    /// The data was written by a different on-disk format version.
+    #[error(
+        "data in {path} was written with store format version {found}, but this build of hodei reads only version {expected}; \
+         refusing to open it (use the hodei release that wrote it, or move the directory aside to start empty)"
+    )]
+    FormatVersion {
+        /// The database directory.
+        path: String,
+        /// The version found on disk.
+        found: u32,
+        /// The version this build understands.
+        expected: u32,
+    },
+    /// A record failed its checksum or could not be decoded.
+    #[error("corrupt {what} in {path}: {reason}")]
+    Corrupt {
+        /// The database directory.
+        path: String,
+        /// Which record (e.g. "journal entry 17").
+        what: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Replaying the journal over a snapshot failed: the data is inconsistent.
+    #[error("journal replay failed at entry {index}: {reason}")]
+    Replay {
+        /// The entry that failed.
+        index: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Encoding a record failed.
+    #[error("encoding {what}: {reason}")]
+    Encode {
+        /// Which record.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}

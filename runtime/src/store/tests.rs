@@ -1,0 +1,164 @@
+use super::*;
+use crate::ids::{JobId, NodeId};
+use crate::job::JobSpec;
+
+fn submit(i: u64) -> Command {
+    Command::SubmitJob {
+        id: JobId(i),
+        spec: JobSpec::shell(format!("echo {i}")),
+        at_ms: i,
+    }
+}
+
+fn started() -> Command {
+    Command::NodeStarted {
+        node: NodeId::new("n").unwrap(),
+        at_ms: 0,
+    }
+}
+
+/// Journals `cmds` as entries from `first`, applying them to `state`.
+fn journal(store: &Store, state: &mut ControlState, first: u64, cmds: Vec<Command>) -> u64 {
+    let mut entries = vec![];
+    let mut i = first;
+    for c in cmds {
+        state.apply(&c).unwrap();
+        entries.push(JournalEntry {
+            index: i,
+            command: c,
+        });
+        i += 1;
+    }
+    store.append(&entries).unwrap();
+    store.flush().unwrap();
+    i - 1
+}
+
+#[test]
+fn journal_survives_a_reopen_and_replays_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = ControlState::default();
+    {
+        let s = Store::open(dir.path(), 8 << 20).unwrap();
+        let mut cmds = vec![started()];
+        cmds.extend((0..10).map(submit));
+        journal(&s, &mut st, 1, cmds);
+    }
+    let s = Store::open(dir.path(), 8 << 20).unwrap();
+    let r = s.recover().unwrap();
+    assert_eq!(r.last_index, 11);
+    assert_eq!(r.replayed, 11);
+    assert_eq!(r.state.jobs.len(), 10);
+    assert_eq!(
+        codec::encode(&r.state).unwrap(),
+        codec::encode(&st).unwrap()
+    );
+}
+
+#[test]
+fn snapshots_truncate_the_journal_behind_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), 8 << 20).unwrap();
+    let mut st = ControlState::default();
+    let i1 = journal(&s, &mut st, 1, vec![started(), submit(0), submit(1)]);
+    s.write_snapshot(Store::encode_state(&st).unwrap(), i1, 1)
+        .unwrap();
+    let i2 = journal(&s, &mut st, i1 + 1, vec![submit(2), submit(3)]);
+    s.write_snapshot(Store::encode_state(&st).unwrap(), i2, 2)
+        .unwrap();
+    // Entries up to the previous snapshot (i1) are gone; later ones stay for the fallback.
+    let left: Vec<u64> = s.entries_from(0).unwrap().iter().map(|e| e.index).collect();
+    assert_eq!(left, vec![i1 + 1, i1 + 2]);
+    let i3 = journal(&s, &mut st, i2 + 1, vec![submit(4)]);
+    let r = s.recover().unwrap();
+    assert_eq!(r.snapshot_index, Some(i2));
+    assert_eq!(r.last_index, i3);
+    assert_eq!(r.state.jobs.len(), 5);
+}
+
+#[test]
+fn a_corrupt_or_truncated_newest_snapshot_falls_back_to_the_previous_one() {
+    for damage in [testing::truncate_snapshot, testing::corrupt_snapshot] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = ControlState::default();
+        {
+            let s = Store::open(dir.path(), 8 << 20).unwrap();
+            let i1 = journal(&s, &mut st, 1, vec![started(), submit(0)]);
+            s.write_snapshot(Store::encode_state(&st).unwrap(), i1, 1)
+                .unwrap();
+            let i2 = journal(&s, &mut st, i1 + 1, vec![submit(1), submit(2)]);
+            s.write_snapshot(Store::encode_state(&st).unwrap(), i2, 2)
+                .unwrap();
+            journal(&s, &mut st, i2 + 1, vec![submit(3)]);
+        }
+        assert!(damage(dir.path(), SnapshotSlot::Current));
+        let s = Store::open(dir.path(), 8 << 20).unwrap();
+        let r = s.recover().unwrap();
+        assert_eq!(
+            r.snapshot_index,
+            Some(2),
+            "fell back to the previous snapshot"
+        );
+        assert_eq!(r.state.jobs.len(), 4, "and replayed the journal after it");
+        assert!(
+            r.warnings[0].contains("Current snapshot is unreadable"),
+            "{:?}",
+            r.warnings
+        );
+        assert_eq!(
+            codec::encode(&r.state).unwrap(),
+            codec::encode(&st).unwrap()
+        );
+    }
+}
+
+#[test]
+fn data_of_another_format_version_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), 8 << 20).unwrap();
+        let mut st = ControlState::default();
+        journal(&s, &mut st, 1, vec![started()]);
+    }
+    testing::set_format_version(dir.path(), 99);
+    let err = Store::open(dir.path(), 8 << 20).unwrap_err().to_string();
+    assert!(err.contains("format version 99"), "{err}");
+    assert!(
+        err.contains(&format!("only version {STORE_FORMAT_VERSION}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_corrupt_journal_entry_is_an_error_not_silently_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), 8 << 20).unwrap();
+        let mut st = ControlState::default();
+        journal(&s, &mut st, 1, vec![started(), submit(0)]);
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let t = db.open_tree("journal").unwrap();
+        let mut v = t.get(2u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let n = v.len();
+        v[n - 1] ^= 1;
+        t.insert(2u64.to_be_bytes(), v).unwrap();
+        db.flush().unwrap();
+    }
+    let s = Store::open(dir.path(), 8 << 20).unwrap();
+    let err = s.recover().unwrap_err().to_string();
+    assert!(
+        err.contains("journal entry 2") && err.contains("checksum"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_store() {
+    // sled holds an exclusive file lock; within one process a second open of the same path fails too.
+    let dir = tempfile::tempdir().unwrap();
+    let _a = Store::open(dir.path(), 8 << 20).unwrap();
+    let b = Store::open(dir.path(), 8 << 20);
+    assert!(b.is_err());
+}
