@@ -1,0 +1,119 @@
+use super::*;
+
+const HOST: HostResources = HostResources {
+    cpu_millis: 2000,
+    memory_bytes: 4 << 30,
+};
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    RawConfig::parse(text, "test.toml")?.validate(HOST)
+}
+
+const MINIMAL: &str = r#"
+[node]
+cookie = "secret-cookie"
+data_dir = "/tmp/hodei-test"
+"#;
+
+#[test]
+fn the_documented_example_is_valid() {
+    let text = include_str!("../hodei.example.toml");
+    let c = check(text).expect("example config validates");
+    assert_eq!(c.pools.len(), 2);
+    assert_eq!(c.pools[0].template.slots, 4);
+    assert_eq!(c.agents.heartbeat_interval_ms, 1000);
+}
+
+#[test]
+fn defaults_fill_a_minimal_file() {
+    let c = check(MINIMAL).unwrap();
+    assert_eq!(c.node.listen.to_string(), DEV_LISTEN);
+    assert_eq!(c.jobs.log_cap_bytes, 10 << 20);
+    assert_eq!(c.node.max_message_bytes, 4 << 20);
+    assert!(c.pools.is_empty());
+    assert_eq!(c.agents.work_dir, PathBuf::from("/tmp/hodei-test/work"));
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_name() {
+    let e = check(&format!("{MINIMAL}\n[jobs]\nretension = \"1h\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("retension"), "{e}");
+}
+
+#[test]
+fn a_bad_value_names_field_value_and_reason() {
+    let e = check(&format!(
+        "{MINIMAL}\n[[pools]]\nname = \"p\"\nmin = 5\nmax = 2\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "invalid config: pools[0].min = \"5\": greater than max (2)");
+    let e = check(&format!("{MINIMAL}\n[agents]\nlease = \"soon\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("agents.lease") && e.contains("soon") && e.contains("duration"), "{e}");
+    let e = check(&format!(
+        "{MINIMAL}\n[[pools]]\nname = \"p\"\n[pools.template]\ncpu = \"-2\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("pools[0].template.cpu") && e.contains("negative"), "{e}");
+    let e = check(&format!("{MINIMAL}\n[[pools]]\nname = \"p\"\nprovider = \"cloud\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown provider"), "{e}");
+}
+
+#[test]
+fn a_missing_cookie_says_how_to_set_it() {
+    let e = check("[node]\ndata_dir = \"/tmp/x\"\n").unwrap_err().to_string();
+    assert!(e.contains("HODEI_COOKIE"), "{e}");
+    let e = check("[node]\ndata_dir = \"/tmp/x\"\ncookie = \"short\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least 8"), "{e}");
+}
+
+#[test]
+fn environment_overrides_the_main_fields() {
+    let mut raw = RawConfig::parse(MINIMAL, "t").unwrap();
+    raw.apply_env(|k| match k {
+        "HODEI_LISTEN" => Some("0.0.0.0:9999".into()),
+        "HODEI_COOKIE" => Some("from-the-env".into()),
+        _ => None,
+    });
+    let c = raw.validate(HOST).unwrap();
+    assert_eq!(c.node.listen.port(), 9999);
+    assert_eq!(c.node.advertise.to_string(), "127.0.0.1:9999");
+    assert_eq!(c.node.cookie, "from-the-env");
+}
+
+#[test]
+fn pool_templates_default_to_the_host() {
+    let c = check(&format!("{MINIMAL}\n[[pools]]\nname = \"p\"\n")).unwrap();
+    assert_eq!(c.pools[0].template.capacity.cpu_millis, 2000);
+    assert_eq!(c.pools[0].min_workers, 1);
+    assert_eq!(c.pools[0].max_workers, 1);
+}
+
+#[test]
+fn duplicate_pools_are_refused() {
+    let e = check(&format!(
+        "{MINIMAL}\n[[pools]]\nname = \"p\"\n[[pools]]\nname = \"p\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("pools[1].name") && e.contains("duplicate"), "{e}");
+}
+
+#[test]
+fn timing_relations_are_checked() {
+    let e = check(&format!(
+        "{MINIMAL}\n[agents]\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"1s\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("twice"), "{e}");
+}
