@@ -54,7 +54,11 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(field: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+fn invalid(
+    field: impl Into<String>,
+    value: impl ToString,
+    reason: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         value: value.to_string(),
@@ -399,15 +403,28 @@ impl RawConfig {
     /// Validates into a [`Config`].
     pub fn validate(&self, host: HostResources) -> Result<Config, ConfigError> {
         let n = &self.node;
-        let name = NodeId::new(n.name.clone().unwrap_or_else(|| "node-1".into()))
-            .map_err(|e| invalid("node.name", n.name.clone().unwrap_or_default(), e.to_string()))?;
+        let name = NodeId::new(n.name.clone().unwrap_or_else(|| "node-1".into())).map_err(|e| {
+            invalid(
+                "node.name",
+                n.name.clone().unwrap_or_default(),
+                e.to_string(),
+            )
+        })?;
         let listen_s = n.listen.clone().unwrap_or_else(|| DEV_LISTEN.into());
         let listen: SocketAddr = listen_s.parse().map_err(|_| {
-            invalid("node.listen", &listen_s, "expected IP:PORT, e.g. 127.0.0.1:7420")
+            invalid(
+                "node.listen",
+                &listen_s,
+                "expected IP:PORT, e.g. 127.0.0.1:7420",
+            )
         })?;
         let advertise = match &n.advertise {
             Some(a) => a.parse().map_err(|_| {
-                invalid("node.advertise", a, "expected IP:PORT that agents can reach")
+                invalid(
+                    "node.advertise",
+                    a,
+                    "expected IP:PORT that agents can reach",
+                )
             })?,
             None => {
                 let mut a = listen;
@@ -438,7 +455,9 @@ impl RawConfig {
                 ));
             }
         };
-        if cookie.len() < COOKIE_LEN_MIN || cookie.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if cookie.len() < COOKIE_LEN_MIN
+            || cookie.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(invalid(
                 "node.cookie",
                 "<hidden>",
@@ -446,14 +465,22 @@ impl RawConfig {
             ));
         }
         let data_dir = PathBuf::from(n.data_dir.clone().ok_or_else(|| {
-            invalid("node.data_dir", "", "missing: set node.data_dir or HODEI_DATA_DIR")
+            invalid(
+                "node.data_dir",
+                "",
+                "missing: set node.data_dir or HODEI_DATA_DIR",
+            )
         })?);
         if data_dir.as_os_str().is_empty() {
             return Err(invalid("node.data_dir", "", "must not be empty"));
         }
         let metrics_listen = match &n.metrics_listen {
             Some(m) if !m.is_empty() => Some(m.parse().map_err(|_| {
-                invalid("node.metrics_listen", m, "expected IP:PORT, e.g. 127.0.0.1:9420")
+                invalid(
+                    "node.metrics_listen",
+                    m,
+                    "expected IP:PORT, e.g. 127.0.0.1:9420",
+                )
             })?),
             _ => None,
         };
@@ -467,13 +494,21 @@ impl RawConfig {
         }
         let max_connections = n.max_connections.unwrap_or(1024);
         if max_connections == 0 || max_connections > 65_536 {
-            return Err(invalid("node.max_connections", max_connections, "must be 1..=65536"));
+            return Err(invalid(
+                "node.max_connections",
+                max_connections,
+                "must be 1..=65536",
+            ));
         }
 
         let s = &self.store;
         let cache_bytes = bytes_field("store.cache", &s.cache, 64 << 20)?;
         if cache_bytes < (1 << 20) {
-            return Err(invalid("store.cache", s.cache.clone().unwrap_or_default(), "at least 1Mi"));
+            return Err(invalid(
+                "store.cache",
+                s.cache.clone().unwrap_or_default(),
+                "at least 1Mi",
+            ));
         }
         let snapshot_every_entries = s.snapshot_every_entries.unwrap_or(10_000);
         if snapshot_every_entries < 10 {
@@ -504,8 +539,16 @@ impl RawConfig {
 
         let a = &self.agents;
         let agents = AgentsConfig {
-            heartbeat_interval_ms: duration_field("agents.heartbeat_interval", &a.heartbeat_interval, 1000)?,
-            heartbeat_timeout_ms: duration_field("agents.heartbeat_timeout", &a.heartbeat_timeout, 5000)?,
+            heartbeat_interval_ms: duration_field(
+                "agents.heartbeat_interval",
+                &a.heartbeat_interval,
+                1000,
+            )?,
+            heartbeat_timeout_ms: duration_field(
+                "agents.heartbeat_timeout",
+                &a.heartbeat_timeout,
+                5000,
+            )?,
             lease_ms: duration_field("agents.lease", &a.lease, 10_000)?,
             stop_grace_ms: duration_field("agents.stop_grace", &a.stop_grace, 10_000)?,
             binary: a.binary.as_ref().map(PathBuf::from),
@@ -540,7 +583,11 @@ impl RawConfig {
         }
         if let Some(b) = &agents.binary {
             if !b.is_absolute() {
-                return Err(invalid("agents.binary", b.display(), "must be an absolute path"));
+                return Err(invalid(
+                    "agents.binary",
+                    b.display(),
+                    "must be an absolute path",
+                ));
             }
         }
 
@@ -557,7 +604,11 @@ impl RawConfig {
         for (i, p) in self.pools.iter().enumerate() {
             let spec = validate_pool(i, p, host)?;
             if pools.iter().any(|q: &PoolSpec| q.id == spec.id) {
-                return Err(invalid(format!("pools[{i}].name"), &spec.id, "duplicate pool name"));
+                return Err(invalid(
+                    format!("pools[{i}].name"),
+                    &spec.id,
+                    "duplicate pool name",
+                ));
             }
             pools.push(spec);
         }
@@ -630,7 +681,9 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
         None => host.cpu_millis,
     };
     let memory_bytes = match &t.memory {
-        Some(m) => parse_bytes("memory", m).map_err(|e| invalid(f("template.memory"), m, e.to_string()))?,
+        Some(m) => {
+            parse_bytes("memory", m).map_err(|e| invalid(f("template.memory"), m, e.to_string()))?
+        }
         None => host.memory_bytes,
     };
     let ephemeral_storage_bytes = match &t.ephemeral_storage {
@@ -648,12 +701,21 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
     capacity
         .validate()
         .map_err(|e| invalid(f("template"), capacity, e.to_string()))?;
-    hodei_runtime::job::validate_labels("label", &t.labels)
-        .map_err(|e| invalid(f("template.labels"), format!("{:?}", t.labels), e.to_string()))?;
+    hodei_runtime::job::validate_labels("label", &t.labels).map_err(|e| {
+        invalid(
+            f("template.labels"),
+            format!("{:?}", t.labels),
+            e.to_string(),
+        )
+    })?;
     let idle_timeout_ms = duration_field(&f("idle_timeout"), &p.idle_timeout, 60_000)?;
     let register_timeout_ms = duration_field(&f("register_timeout"), &p.register_timeout, 30_000)?;
     if register_timeout_ms < 100 {
-        return Err(invalid(f("register_timeout"), p.register_timeout.clone().unwrap_or_default(), "at least 100ms"));
+        return Err(invalid(
+            f("register_timeout"),
+            p.register_timeout.clone().unwrap_or_default(),
+            "at least 100ms",
+        ));
     }
     Ok(PoolSpec {
         id,
@@ -675,7 +737,11 @@ fn duration_field(field: &str, v: &Option<String>, default_ms: u64) -> Result<u6
         None => Ok(default_ms),
         Some(s) => {
             let d: Duration = humantime::parse_duration(s.trim()).map_err(|e| {
-                invalid(field, s, format!("expected a duration like 500ms, 10s, 5m, 24h ({e})"))
+                invalid(
+                    field,
+                    s,
+                    format!("expected a duration like 500ms, 10s, 5m, 24h ({e})"),
+                )
             })?;
             let ms = d.as_millis();
             if ms == 0 {
@@ -706,7 +772,13 @@ impl Config {
 
     /// The configuration of a development node: one local pool of `workers` agents with
     /// `slots` slots each, on `listen`, with data in `data_dir`.
-    pub fn dev(data_dir: &Path, listen: SocketAddr, cookie: &str, workers: u32, slots: u32) -> Result<Config, ConfigError> {
+    pub fn dev(
+        data_dir: &Path,
+        listen: SocketAddr,
+        cookie: &str,
+        workers: u32,
+        slots: u32,
+    ) -> Result<Config, ConfigError> {
         let raw = RawConfig {
             node: RawNode {
                 name: Some("dev".into()),

@@ -49,26 +49,39 @@ fn a_bad_value_names_field_value_and_reason() {
     ))
     .unwrap_err()
     .to_string();
-    assert_eq!(e, "invalid config: pools[0].min = \"5\": greater than max (2)");
+    assert_eq!(
+        e,
+        "invalid config: pools[0].min = \"5\": greater than max (2)"
+    );
     let e = check(&format!("{MINIMAL}\n[agents]\nlease = \"soon\"\n"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("agents.lease") && e.contains("soon") && e.contains("duration"), "{e}");
+    assert!(
+        e.contains("agents.lease") && e.contains("soon") && e.contains("duration"),
+        "{e}"
+    );
     let e = check(&format!(
         "{MINIMAL}\n[[pools]]\nname = \"p\"\n[pools.template]\ncpu = \"-2\"\n"
     ))
     .unwrap_err()
     .to_string();
-    assert!(e.contains("pools[0].template.cpu") && e.contains("negative"), "{e}");
-    let e = check(&format!("{MINIMAL}\n[[pools]]\nname = \"p\"\nprovider = \"cloud\"\n"))
-        .unwrap_err()
-        .to_string();
+    assert!(
+        e.contains("pools[0].template.cpu") && e.contains("negative"),
+        "{e}"
+    );
+    let e = check(&format!(
+        "{MINIMAL}\n[[pools]]\nname = \"p\"\nprovider = \"cloud\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("unknown provider"), "{e}");
 }
 
 #[test]
 fn a_missing_cookie_says_how_to_set_it() {
-    let e = check("[node]\ndata_dir = \"/tmp/x\"\n").unwrap_err().to_string();
+    let e = check("[node]\ndata_dir = \"/tmp/x\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("HODEI_COOKIE"), "{e}");
     let e = check("[node]\ndata_dir = \"/tmp/x\"\ncookie = \"short\"\n")
         .unwrap_err()
@@ -105,7 +118,10 @@ fn duplicate_pools_are_refused() {
     ))
     .unwrap_err()
     .to_string();
-    assert!(e.contains("pools[1].name") && e.contains("duplicate"), "{e}");
+    assert!(
+        e.contains("pools[1].name") && e.contains("duplicate"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -240,6 +240,11 @@ pub enum Event {
         /// Which.
         worker: WorkerId,
     },
+    /// A draining worker has no live attempts left: it can be shut down.
+    WorkerDrained {
+        /// Which.
+        id: WorkerId,
+    },
     /// Jobs were forgotten by retention.
     JobsPurged {
         /// Which.
@@ -593,6 +598,8 @@ impl ControlState {
     fn on_node_started(&mut self, node: &NodeId, at_ms: u64) -> Vec<Event> {
         self.epoch = Epoch(self.epoch.0 + 1);
         self.node = Some(node.clone());
+        // Job ids start at 1.
+        self.next_job_id = self.next_job_id.max(1);
         let mut events = Vec::new();
         let live: Vec<WorkerId> = self
             .workers
@@ -938,6 +945,9 @@ impl ControlState {
                     });
                 } else if w.running.is_empty() && w.state == WorkerState::Draining {
                     w.idle_since_ms = Some(at_ms);
+                    events.push(Event::WorkerDrained {
+                        id: worker_id.clone(),
+                    });
                 }
                 if w.state.accepts_work() {
                     events.push(Event::CapacityFreed { worker: worker_id });
@@ -1049,7 +1059,7 @@ impl ControlState {
         ])
     }
 
-    fn on_worker_draining(&mut self, id: &WorkerId, _reason: &str, _at_ms: u64) -> Applied {
+    fn on_worker_draining(&mut self, id: &WorkerId, reason: &str, _at_ms: u64) -> Applied {
         let w = self
             .workers
             .get_mut(id)
@@ -1061,10 +1071,15 @@ impl ControlState {
             )));
         }
         w.state = WorkerState::Draining;
-        Ok(vec![Event::WorkerChanged {
+        w.reason = Some(reason.to_string());
+        let mut events = vec![Event::WorkerChanged {
             id: id.clone(),
             state: WorkerState::Draining,
-        }])
+        }];
+        if w.running.is_empty() {
+            events.push(Event::WorkerDrained { id: id.clone() });
+        }
+        Ok(events)
     }
 
     fn on_worker_terminated(&mut self, id: &WorkerId, reason: &str, at_ms: u64) -> Applied {

@@ -1,0 +1,1122 @@
+//! The control plane: the single writer of the node's state.
+//!
+//! Supervised by: the root supervisor, with a restart budget of zero — a control plane that
+//! failed (journal write error, a bug) takes the node down so that it restarts from the store,
+//! rather than carrying on with state that may have diverged from what was acknowledged.
+//! Supervises: nothing (it asks the job and worker supervisors to start children).
+//! State: rebuilt in `pre_start` from the newest valid snapshot plus the journal; then a
+//! `NodeStarted` command advances the epoch and gives up on the attempts and workers of the
+//! previous run.
+//!
+//! Every change is a [`Command`] applied to the [`ControlState`] and appended to the journal
+//! (group-committed by the [`JournalWriter`] thread). Replies that acknowledge a change —
+//! submissions, cancellations, registrations, finished jobs to waiters — and answers to queries
+//! are released only once the journal is durable up to the change they depend on.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use hodei_runtime::control::{Command, ControlState, Event, Rejection, SchedulingView};
+use hodei_runtime::placement::Plan;
+use hodei_runtime::scaling::{PoolStats, PoolWorker};
+use hodei_runtime::store::{JournalEntry, Store};
+use hodei_runtime::{
+    ExitReport, JobId, JobRecord, JobSpec, JobState, PoolId, WorkerId, WorkerRecord,
+    WorkerRegistration, WorkerState,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{debug, info, warn};
+
+use crate::context::NodeContext;
+use crate::job::{JobMsg, job_child};
+use crate::journal::{JournalWriter, WriterEvent, WriterOp};
+use crate::metrics::{PoolStateLabel, StateLabel};
+use crate::pool::PoolMsg;
+use crate::supervisor::SupervisorMsg;
+use crate::views::{job_view, worker_view};
+use crate::wire::{
+    AgentMsg, ApiError, ApiErrorKind, Assignment, AttemptRef, JobFilter, JobView, LIST_LIMIT_MAX,
+    RegisterAccepted, StopOrder, SubmitAck, WorkerView,
+};
+use crate::worker::{WorkerMsg, worker_child};
+
+/// Most clients waiting on one job; more get the current state at once (and poll again).
+pub const WAITERS_PER_JOB_MAX: usize = 1024;
+/// Most clients waiting on jobs in total.
+pub const WAITERS_MAX: usize = 100_000;
+/// How often gauges are refreshed and retention is checked.
+pub const TICK_MS: u64 = 1_000;
+/// How often retention purges run.
+pub const PURGE_EVERY_MS: u64 = 60_000;
+
+type Reply<T> = RpcReplyPort<Result<T, ApiError>>;
+
+/// Messages.
+pub enum ControlPlaneMsg {
+    /// Submit a job; acknowledged when durable.
+    Submit {
+        /// The job.
+        spec: JobSpec,
+        /// Answer.
+        reply: Reply<SubmitAck>,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// Which.
+        id: JobId,
+        /// Why.
+        reason: String,
+        /// Answer (the job as it is after the request).
+        reply: Reply<JobView>,
+    },
+    /// A scheduling plan to re-check and commit.
+    ApplyPlan(Plan),
+    /// An agent started an attempt.
+    AttemptStarted(AttemptRef),
+    /// An attempt's process tree ended.
+    AttemptFinished(AttemptRef, ExitReport),
+    /// A pool wants a new worker id journaled as provisioning.
+    ProvisionWorker {
+        /// The pool.
+        pool: PoolId,
+        /// The new worker's id.
+        reply: Reply<WorkerId>,
+    },
+    /// An agent registered.
+    RegisterWorker {
+        /// What it declared.
+        registration: WorkerRegistration,
+        /// Its executor.
+        agent: ActorRef<AgentMsg>,
+        /// Answer.
+        reply: Reply<RegisterAccepted>,
+    },
+    /// Stop giving a worker work (scale-down); it is shut down once drained.
+    DrainWorker {
+        /// Which.
+        id: WorkerId,
+        /// Why.
+        reason: String,
+    },
+    /// A worker is gone (agent exited, disconnected, silent, never registered).
+    WorkerGone {
+        /// Which.
+        id: WorkerId,
+        /// Why.
+        reason: String,
+    },
+    /// Attempts an agent reports running that are not live on it here (to stop).
+    CheckAttempts {
+        /// The worker.
+        worker: WorkerId,
+        /// What it runs.
+        running: Vec<AttemptRef>,
+        /// The ones to stop.
+        reply: RpcReplyPort<Vec<AttemptRef>>,
+    },
+    /// Assignments of attempts still Scheduled on a worker (re-sent after a worker actor restart).
+    PendingAssignments {
+        /// The worker.
+        worker: WorkerId,
+        /// Them.
+        reply: RpcReplyPort<Vec<Assignment>>,
+    },
+    /// One job.
+    GetJob {
+        /// Which.
+        id: JobId,
+        /// Answer.
+        reply: Reply<JobView>,
+    },
+    /// Jobs.
+    ListJobs {
+        /// Filter.
+        filter: JobFilter,
+        /// Answer.
+        reply: RpcReplyPort<Vec<JobView>>,
+    },
+    /// Wait for a job to finish; answered when it is (durably), or never if the caller gives up.
+    WaitJob {
+        /// Which.
+        id: JobId,
+        /// Answer.
+        reply: Reply<JobView>,
+    },
+    /// Whether a job is finished (None = unknown job).
+    IsFinished {
+        /// Which.
+        id: JobId,
+        /// Answer.
+        reply: RpcReplyPort<Option<bool>>,
+    },
+    /// The record of a job (job actors rebuild from it).
+    GetJobRecord {
+        /// Which.
+        id: JobId,
+        /// Answer.
+        reply: RpcReplyPort<Option<JobRecord>>,
+    },
+    /// Worker records (of one pool, or all).
+    GetWorkers {
+        /// Pool filter.
+        pool: Option<PoolId>,
+        /// Answer.
+        reply: RpcReplyPort<Vec<WorkerRecord>>,
+    },
+    /// Worker views for clients.
+    ListWorkers {
+        /// Answer.
+        reply: RpcReplyPort<Vec<WorkerView>>,
+    },
+    /// The scheduler's input.
+    GetSchedulingView {
+        /// Most jobs.
+        max_jobs: usize,
+        /// Answer.
+        reply: RpcReplyPort<SchedulingView>,
+    },
+    /// The autoscaler's input, per configured pool.
+    GetPoolStats {
+        /// Answer.
+        reply: RpcReplyPort<BTreeMap<PoolId, PoolStats>>,
+    },
+    /// Start job actors for every unfinished job (after the job supervisor (re)started).
+    EnsureJobActors,
+    /// Start worker actors for every registered worker whose agent is reachable (after the
+    /// worker supervisor restarted); workers whose agent cannot be found are lost.
+    EnsureWorkerActors,
+    /// Journal durable up to an index (from the writer thread).
+    Durable(u64),
+    /// The journal failed (from the writer thread).
+    JournalFailed(String),
+    /// Periodic: gauges and retention.
+    Tick,
+    /// Graceful shutdown: requeue live attempts, snapshot, flush.
+    Shutdown {
+        /// Answered when durable.
+        reply: RpcReplyPort<()>,
+    },
+}
+impl ractor::Message for ControlPlaneMsg {}
+
+type Deferred = Box<dyn FnOnce(&mut Core, Result<(), &str>) + Send>;
+
+/// The control plane's data (everything but the deferred replies).
+pub struct Core {
+    ctx: NodeContext,
+    state: ControlState,
+    writer: JournalWriter,
+    last_index: u64,
+    durable_index: u64,
+    since_snapshot: u64,
+    waiters: HashMap<JobId, Vec<Reply<JobView>>>,
+    waiters_total: usize,
+    pending_reasons: HashMap<JobId, String>,
+    last_purge_ms: u64,
+    stopping: bool,
+}
+
+/// State.
+pub struct ControlPlaneState {
+    core: Core,
+    deferred: VecDeque<(u64, Deferred)>,
+}
+
+/// The actor.
+pub struct ControlPlane;
+
+#[ractor::async_trait]
+impl Actor for ControlPlane {
+    type Msg = ControlPlaneMsg;
+    type State = ControlPlaneState;
+    type Arguments = NodeContext;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ctx.dir.set_control(myself.clone());
+        let store = ctx.store.clone();
+        let recovered = tokio::task::block_in_place(|| store.recover())?;
+        for w in &recovered.warnings {
+            warn!(store = %store.path().display(), "{w}");
+        }
+        info!(
+            jobs = recovered.state.jobs.len(),
+            last_index = recovered.last_index,
+            snapshot = ?recovered.snapshot_index,
+            replayed = recovered.replayed,
+            "state recovered"
+        );
+        let me = myself.clone();
+        let writer = JournalWriter::start(store, ctx.metrics.clone(), move |ev| {
+            let _ = match ev {
+                WriterEvent::Durable { index } => me.cast(ControlPlaneMsg::Durable(index)),
+                WriterEvent::Failed { error } => me.cast(ControlPlaneMsg::JournalFailed(error)),
+            };
+        });
+        let now = ctx.now_ms();
+        let mut core = Core {
+            ctx,
+            state: recovered.state,
+            writer,
+            last_index: recovered.last_index,
+            durable_index: recovered.last_index,
+            since_snapshot: recovered.replayed,
+            waiters: HashMap::new(),
+            waiters_total: 0,
+            pending_reasons: HashMap::new(),
+            last_purge_ms: now,
+            stopping: false,
+        };
+        let node = core.ctx.config.node.name.clone();
+        let events = core
+            .state
+            .apply(&Command::NodeStarted {
+                node: node.clone(),
+                at_ms: now,
+            })
+            .map_err(|r| format!("node start: {r}"))?;
+        core.journal(Command::NodeStarted { node, at_ms: now })?;
+        // Start from a snapshot of the recovered state so the next restart replays little.
+        core.snapshot()?;
+        info!(epoch = %core.state.epoch, "control plane started");
+        let mut st = ControlPlaneState {
+            core,
+            deferred: VecDeque::new(),
+        };
+        st.effects(events, 0);
+        myself.send_interval(Duration::from_millis(TICK_MS), || ControlPlaneMsg::Tick);
+        Ok(st)
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        st.core.ctx.dir.clear_control(&myself);
+        st.core.writer.stop();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ControlPlaneMsg::Submit { spec, reply } => st.on_submit(spec, reply)?,
+            ControlPlaneMsg::Cancel { id, reason, reply } => st.on_cancel(id, reason, reply)?,
+            ControlPlaneMsg::ApplyPlan(_) if st.core.stopping => {}
+            ControlPlaneMsg::ApplyPlan(plan) => st.on_apply_plan(plan)?,
+            ControlPlaneMsg::AttemptStarted(a) => {
+                let at_ms = st.core.ctx.now_ms();
+                st.command_quiet(Command::AttemptStarted {
+                    id: a.job,
+                    attempt: a.attempt,
+                    epoch: a.epoch,
+                    at_ms,
+                })?;
+            }
+            ControlPlaneMsg::AttemptFinished(a, report) => {
+                let at_ms = st.core.ctx.now_ms();
+                st.command_quiet(Command::AttemptFinished {
+                    id: a.job,
+                    attempt: a.attempt,
+                    epoch: a.epoch,
+                    report,
+                    at_ms,
+                })?;
+            }
+            ControlPlaneMsg::ProvisionWorker { reply, .. } if st.core.stopping => {
+                let _ = reply.send(Err(ApiError::unavailable("the node is shutting down")));
+            }
+            ControlPlaneMsg::ProvisionWorker { pool, reply } => {
+                let id = st.core.state.next_worker_id(&pool);
+                let at_ms = st.core.ctx.now_ms();
+                match st.command(Command::WorkerProvisioning {
+                    id: id.clone(),
+                    pool,
+                    at_ms,
+                }) {
+                    Ok(_) => {
+                        let _ = reply.send(Ok(id));
+                    }
+                    Err(CommandError::Rejected(r)) => {
+                        let _ =
+                            reply.send(Err(ApiError::new(ApiErrorKind::Conflict, r.to_string())));
+                    }
+                    Err(CommandError::Fatal(e)) => return Err(e.into()),
+                }
+            }
+            ControlPlaneMsg::RegisterWorker {
+                registration,
+                agent,
+                reply,
+            } => st.on_register(registration, agent, reply)?,
+            ControlPlaneMsg::DrainWorker { id, reason } => {
+                let at_ms = st.core.ctx.now_ms();
+                st.command_quiet(Command::WorkerDraining { id, reason, at_ms })?;
+            }
+            ControlPlaneMsg::WorkerGone { id, reason } => st.on_worker_gone(id, reason)?,
+            ControlPlaneMsg::CheckAttempts {
+                worker,
+                running,
+                reply,
+            } => {
+                let stale = running
+                    .into_iter()
+                    .filter(|a| {
+                        let live = st.core.state.job(a.job).and_then(|j| j.live_attempt());
+                        !live.is_some_and(|l| {
+                            l.number == a.attempt && l.epoch == a.epoch && l.worker == worker
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(stale);
+            }
+            ControlPlaneMsg::PendingAssignments { worker, reply } => {
+                let out = st
+                    .core
+                    .state
+                    .worker(&worker)
+                    .map(|w| {
+                        w.running
+                            .iter()
+                            .filter_map(|(job, _)| st.core.state.job(*job))
+                            .filter(|j| j.state == JobState::Scheduled)
+                            .filter_map(assignment_of)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(out);
+            }
+            ControlPlaneMsg::GetJob { id, reply } => {
+                st.after_durable(move |core, r| {
+                    let _ = reply.send(
+                        r.map_err(ApiError::unavailable)
+                            .and_then(|_| core.view(id).ok_or_else(|| ApiError::no_job(id))),
+                    );
+                });
+            }
+            ControlPlaneMsg::ListJobs { filter, reply } => {
+                st.after_durable(move |core, _| {
+                    let _ = reply.send(core.list(&filter));
+                });
+            }
+            ControlPlaneMsg::WaitJob { id, reply } => st.on_wait(id, reply),
+            ControlPlaneMsg::IsFinished { id, reply } => {
+                st.after_durable(move |core, _| {
+                    let _ = reply.send(core.state.job(id).map(|j| j.state.is_terminal()));
+                });
+            }
+            ControlPlaneMsg::GetJobRecord { id, reply } => {
+                let _ = reply.send(st.core.state.job(id).cloned());
+            }
+            ControlPlaneMsg::GetWorkers { pool, reply } => {
+                let _ = reply.send(
+                    st.core
+                        .state
+                        .workers
+                        .values()
+                        .filter(|w| pool.as_ref().is_none_or(|p| &w.pool == p))
+                        .cloned()
+                        .collect(),
+                );
+            }
+            ControlPlaneMsg::ListWorkers { reply } => {
+                st.after_durable(move |core, _| {
+                    let _ = reply.send(core.state.workers.values().map(worker_view).collect());
+                });
+            }
+            ControlPlaneMsg::GetSchedulingView { max_jobs, reply } => {
+                let now = st.core.ctx.now_ms();
+                let _ = reply.send(st.core.state.scheduling_view(now, max_jobs));
+            }
+            ControlPlaneMsg::GetPoolStats { reply } => {
+                let _ = reply.send(st.core.pool_stats());
+            }
+            ControlPlaneMsg::EnsureJobActors => {
+                let ids: Vec<JobId> = st
+                    .core
+                    .state
+                    .jobs
+                    .values()
+                    .filter(|j| !j.state.is_terminal())
+                    .map(|j| j.id)
+                    .collect();
+                for id in ids {
+                    st.core.ensure_job_actor(id);
+                }
+                st.core.ctx.dir.kick_scheduler();
+                st.core.ctx.dir.kick_autoscaler();
+            }
+            ControlPlaneMsg::EnsureWorkerActors => {
+                let live: Vec<WorkerId> = st
+                    .core
+                    .state
+                    .workers
+                    .values()
+                    .filter(|w| w.state.is_registered())
+                    .map(|w| w.id.clone())
+                    .collect();
+                for id in live {
+                    if st.core.ctx.dir.worker(&id).is_some() {
+                        continue;
+                    }
+                    let agent = ractor::pg::get_members(&crate::wire::agent_group(&id))
+                        .into_iter()
+                        .find(|c| !c.get_id().is_local());
+                    match (agent, st.core.ctx.dir.worker_supervisor()) {
+                        (Some(cell), Some(sup)) => {
+                            let _ = sup.cast(SupervisorMsg::StartChild(
+                                worker_child(st.core.ctx.clone(), id, cell.into()),
+                                None,
+                            ));
+                        }
+                        _ => st.on_worker_gone(id, "worker lost: agent unreachable".into())?,
+                    }
+                }
+            }
+            ControlPlaneMsg::Durable(index) => st.on_durable(index),
+            ControlPlaneMsg::JournalFailed(error) => {
+                let msg = format!("journal write failed: {error}");
+                st.fail_deferred(&msg);
+                return Err(msg.into());
+            }
+            ControlPlaneMsg::Tick => st.on_tick()?,
+            ControlPlaneMsg::Shutdown { reply } => {
+                st.core.stopping = true;
+                let at_ms = st.core.ctx.now_ms();
+                if let Err(CommandError::Fatal(e)) = st.command(Command::NodeStopping { at_ms }) {
+                    return Err(e.into());
+                }
+                st.core.snapshot()?;
+                st.after_durable(move |_, _| {
+                    let _ = reply.send(());
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn assignment_of(j: &JobRecord) -> Option<Assignment> {
+    let a = j.live_attempt()?;
+    Some(Assignment {
+        attempt: AttemptRef {
+            job: j.id,
+            attempt: a.number,
+            epoch: a.epoch,
+        },
+        name: j.spec.name.clone(),
+        tenant: j.spec.tenant.clone(),
+        argv: j.spec.command.to_argv(),
+        env: j.spec.env.clone(),
+        working_dir: j.spec.working_dir.clone(),
+        timeout_ms: j.spec.timeout_ms,
+        resources: j.spec.resources,
+    })
+}
+
+enum CommandError {
+    Rejected(Rejection),
+    Fatal(String),
+}
+
+impl Core {
+    /// Appends an already-applied command to the journal.
+    fn journal(&mut self, command: Command) -> Result<u64, String> {
+        self.last_index += 1;
+        let index = self.last_index;
+        self.writer
+            .submit(WriterOp::Append(vec![JournalEntry { index, command }]))?;
+        self.since_snapshot += 1;
+        if self.since_snapshot >= self.ctx.config.store.snapshot_every_entries {
+            self.snapshot()?;
+        }
+        Ok(index)
+    }
+
+    fn snapshot(&mut self) -> Result<(), String> {
+        let state = Store::encode_state(&self.state).map_err(|e| e.to_string())?;
+        self.writer.submit(WriterOp::Snapshot {
+            state,
+            index: self.last_index,
+            at_ms: self.ctx.now_ms(),
+        })?;
+        self.since_snapshot = 0;
+        Ok(())
+    }
+
+    fn view(&self, id: JobId) -> Option<JobView> {
+        self.state
+            .job(id)
+            .map(|j| job_view(j, self.pending_reasons.get(&id).map(String::as_str)))
+    }
+
+    fn list(&self, f: &JobFilter) -> Vec<JobView> {
+        let limit = match f.limit {
+            0 => 100,
+            n => n.min(LIST_LIMIT_MAX),
+        } as usize;
+        self.state
+            .jobs
+            .values()
+            .rev()
+            .filter(|j| f.state.is_none_or(|s| j.state == s))
+            .filter(|j| f.tenant.as_ref().is_none_or(|t| &j.spec.tenant == t))
+            .filter(|j| f.label.as_ref().is_none_or(|(k, v)| j.has_label(k, v)))
+            .take(limit)
+            .map(|j| job_view(j, self.pending_reasons.get(&j.id).map(String::as_str)))
+            .collect()
+    }
+
+    fn ensure_job_actor(&self, id: JobId) {
+        if self.ctx.dir.job(&id).is_some() {
+            return;
+        }
+        if let Some(sup) = self.ctx.dir.job_supervisor() {
+            let _ = sup.cast(SupervisorMsg::StartChild(
+                job_child(self.ctx.clone(), id),
+                None,
+            ));
+        }
+    }
+
+    fn pool_stats(&self) -> BTreeMap<PoolId, PoolStats> {
+        let now = self.ctx.now_ms();
+        let mut out = BTreeMap::new();
+        for spec in &self.ctx.config.pools {
+            let workers: Vec<PoolWorker> = self
+                .state
+                .workers
+                .values()
+                .filter(|w| w.pool == spec.id && w.state != WorkerState::Terminated)
+                .map(|w| PoolWorker {
+                    id: w.id.clone(),
+                    state: w.state,
+                    free_slots: w.free_slots(),
+                    idle_since_ms: w.idle_since_ms,
+                })
+                .collect();
+            // Demand beyond what the pool could ever offer is not needed: stop counting there.
+            let cap = spec.max_workers as u64 * spec.template.slots as u64 + 1;
+            let pending_fitting = self
+                .state
+                .pending_in_order()
+                .filter(|j| j.not_before_ms <= now)
+                .filter(|j| j.spec.resources.fits_in(&spec.template.capacity))
+                .take(cap as usize)
+                .count() as u64;
+            out.insert(
+                spec.id.clone(),
+                PoolStats {
+                    workers,
+                    pending_fitting,
+                },
+            );
+        }
+        out
+    }
+
+    fn refresh_gauges(&self) {
+        let m = &self.ctx.metrics;
+        let counts = self.state.state_counts();
+        for s in JobState::ALL {
+            m.jobs
+                .get_or_create(&StateLabel {
+                    state: s.as_str().into(),
+                })
+                .set(counts.get(&s).copied().unwrap_or(0) as i64);
+        }
+        let mut per: BTreeMap<(String, WorkerState), i64> = BTreeMap::new();
+        for p in &self.ctx.config.pools {
+            for s in WorkerState::ALL {
+                per.insert((p.id.to_string(), s), 0);
+            }
+        }
+        for w in self.state.workers.values() {
+            *per.entry((w.pool.to_string(), w.state)).or_default() += 1;
+        }
+        for ((pool, state), n) in per {
+            m.workers
+                .get_or_create(&PoolStateLabel {
+                    pool,
+                    state: state.as_str().into(),
+                })
+                .set(n);
+        }
+    }
+}
+
+impl ControlPlaneState {
+    /// Applies a command; on success journals it and carries out its effects.
+    fn command(&mut self, cmd: Command) -> Result<(u64, Vec<Event>), CommandError> {
+        let events = self
+            .core
+            .state
+            .apply(&cmd)
+            .map_err(CommandError::Rejected)?;
+        let index = self.core.journal(cmd).map_err(CommandError::Fatal)?;
+        self.effects(events.clone(), index);
+        Ok((index, events))
+    }
+
+    /// Like [`Self::command`], for commands whose rejection only needs a debug log (stale
+    /// reports, races with other changes).
+    fn command_quiet(&mut self, cmd: Command) -> Result<(), ActorProcessingErr> {
+        let kind = cmd.kind();
+        match self.command(cmd) {
+            Ok(_) => Ok(()),
+            Err(CommandError::Rejected(r)) => {
+                debug!(command = kind, reason = %r, "command not applied");
+                Ok(())
+            }
+            Err(CommandError::Fatal(e)) => Err(e.into()),
+        }
+    }
+
+    /// Runs `f` once everything journaled so far is durable.
+    fn after_durable(&mut self, f: impl FnOnce(&mut Core, Result<(), &str>) + Send + 'static) {
+        if self.core.durable_index >= self.core.last_index {
+            f(&mut self.core, Ok(()));
+        } else {
+            self.deferred.push_back((self.core.last_index, Box::new(f)));
+        }
+    }
+
+    fn on_durable(&mut self, index: u64) {
+        self.core.durable_index = self.core.durable_index.max(index);
+        while self
+            .deferred
+            .front()
+            .is_some_and(|(i, _)| *i <= self.core.durable_index)
+        {
+            let (_, f) = self.deferred.pop_front().expect("checked");
+            f(&mut self.core, Ok(()));
+        }
+    }
+
+    fn fail_deferred(&mut self, msg: &str) {
+        while let Some((_, f)) = self.deferred.pop_front() {
+            f(&mut self.core, Err(msg));
+        }
+    }
+
+    fn on_submit(
+        &mut self,
+        spec: JobSpec,
+        reply: Reply<SubmitAck>,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.core.stopping {
+            let _ = reply.send(Err(ApiError::unavailable("the node is shutting down")));
+            return Ok(());
+        }
+        if let Err(e) = spec.validate() {
+            let _ = reply.send(Err(ApiError::new(
+                ApiErrorKind::InvalidRequest,
+                e.to_string(),
+            )));
+            return Ok(());
+        }
+        if let Some(k) = &spec.idempotency_key {
+            if let Some(id) = self.core.state.idempotent_job(&spec.tenant, k) {
+                let same = self.core.state.job(id).is_some_and(|j| j.spec == spec);
+                let r = if same {
+                    Ok(SubmitAck { id, existing: true })
+                } else {
+                    Err(ApiError::new(
+                        ApiErrorKind::Conflict,
+                        format!(
+                            "idempotency key {k:?} was already used by job {id} with a different spec"
+                        ),
+                    ))
+                };
+                self.after_durable(move |_, d| {
+                    let _ = reply.send(d.map_err(ApiError::unavailable).and(r));
+                });
+                return Ok(());
+            }
+        }
+        if self.core.state.active_jobs() >= self.core.ctx.config.jobs.max_active {
+            let _ = reply.send(Err(ApiError::unavailable(format!(
+                "the node already holds {} unfinished jobs (jobs.max_active); try again later",
+                self.core.ctx.config.jobs.max_active
+            ))));
+            return Ok(());
+        }
+        let id = JobId(self.core.state.next_job_id);
+        let at_ms = self.core.ctx.now_ms();
+        match self.command(Command::SubmitJob { id, spec, at_ms }) {
+            Ok(_) => {
+                self.core.ctx.metrics.submissions.inc();
+                self.after_durable(move |_, d| {
+                    let _ = reply.send(
+                        d.map(|_| SubmitAck {
+                            id,
+                            existing: false,
+                        })
+                        .map_err(ApiError::unavailable),
+                    );
+                });
+                Ok(())
+            }
+            Err(CommandError::Rejected(r)) => {
+                let _ = reply.send(Err(ApiError::new(
+                    ApiErrorKind::InvalidRequest,
+                    r.to_string(),
+                )));
+                Ok(())
+            }
+            Err(CommandError::Fatal(e)) => {
+                let _ = reply.send(Err(ApiError::unavailable(e.clone())));
+                Err(e.into())
+            }
+        }
+    }
+
+    fn on_cancel(
+        &mut self,
+        id: JobId,
+        reason: String,
+        reply: Reply<JobView>,
+    ) -> Result<(), ActorProcessingErr> {
+        let at_ms = self.core.ctx.now_ms();
+        let r = self.command(Command::CancelJob { id, reason, at_ms });
+        let err = match r {
+            Ok(_) | Err(CommandError::Rejected(Rejection::NoOp)) => None,
+            Err(CommandError::Rejected(Rejection::UnknownJob(_))) => Some(ApiError::no_job(id)),
+            Err(CommandError::Rejected(r)) => {
+                Some(ApiError::new(ApiErrorKind::Conflict, r.to_string()))
+            }
+            Err(CommandError::Fatal(e)) => return Err(e.into()),
+        };
+        self.after_durable(move |core, d| {
+            let r = match (err, d) {
+                (Some(e), _) => Err(e),
+                (None, Err(e)) => Err(ApiError::unavailable(e)),
+                (None, Ok(())) => core.view(id).ok_or_else(|| ApiError::no_job(id)),
+            };
+            let _ = reply.send(r);
+        });
+        Ok(())
+    }
+
+    fn on_apply_plan(&mut self, plan: Plan) -> Result<(), ActorProcessingErr> {
+        let mut rejected = 0;
+        for (id, why) in plan.unplaced {
+            self.core.pending_reasons.insert(id, why);
+        }
+        for p in plan.placements {
+            let at_ms = self.core.ctx.now_ms();
+            match self.command(Command::AssignJob {
+                id: p.job,
+                attempt: p.attempt,
+                epoch: p.epoch,
+                worker: p.worker,
+                at_ms,
+            }) {
+                Ok(_) => {
+                    self.core.pending_reasons.remove(&p.job);
+                }
+                Err(CommandError::Rejected(r)) => {
+                    debug!(job = %p.job, reason = %r, "placement not applied");
+                    rejected += 1;
+                }
+                Err(CommandError::Fatal(e)) => return Err(e.into()),
+            }
+        }
+        if rejected > 0 {
+            self.core.ctx.dir.kick_scheduler();
+        }
+        Ok(())
+    }
+
+    fn on_register(
+        &mut self,
+        registration: WorkerRegistration,
+        agent: ActorRef<AgentMsg>,
+        reply: Reply<RegisterAccepted>,
+    ) -> Result<(), ActorProcessingErr> {
+        if !self
+            .core
+            .ctx
+            .config
+            .pools
+            .iter()
+            .any(|p| p.id == registration.pool)
+        {
+            let _ = reply.send(Err(ApiError::new(
+                ApiErrorKind::InvalidRequest,
+                format!("unknown pool {:?}", registration.pool.as_str()),
+            )));
+            return Ok(());
+        }
+        let at_ms = self.core.ctx.now_ms();
+        let id = registration.id.clone();
+        let agent_node = registration.agent_node.clone();
+        match self.command(Command::WorkerRegistered {
+            registration,
+            at_ms,
+        }) {
+            Ok(_) => {}
+            Err(CommandError::Rejected(r)) => {
+                let _ = reply.send(Err(ApiError::new(ApiErrorKind::Conflict, r.to_string())));
+                return Ok(());
+            }
+            Err(CommandError::Fatal(e)) => return Err(e.into()),
+        }
+        self.core.ctx.dir.set_peer(agent_node, id.clone());
+        if let Some(sup) = self.core.ctx.dir.worker_supervisor() {
+            let _ = sup.cast(SupervisorMsg::StartChild(
+                worker_child(self.core.ctx.clone(), id.clone(), agent),
+                None,
+            ));
+        }
+        let cfg = &self.core.ctx.config;
+        let accepted = RegisterAccepted {
+            node: cfg.node.name.to_string(),
+            epoch: self.core.state.epoch,
+            heartbeat_interval_ms: cfg.agents.heartbeat_interval_ms,
+            lease_ms: cfg.agents.lease_ms,
+            stop_grace_ms: cfg.agents.stop_grace_ms,
+            log_cap_bytes: cfg.jobs.log_cap_bytes,
+        };
+        info!(worker = %id, "worker registered");
+        self.after_durable(move |_, d| {
+            let _ = reply.send(d.map(|_| accepted).map_err(ApiError::unavailable));
+        });
+        Ok(())
+    }
+
+    fn on_worker_gone(&mut self, id: WorkerId, reason: String) -> Result<(), ActorProcessingErr> {
+        let Some(w) = self.core.state.worker(&id) else {
+            return Ok(());
+        };
+        if w.state == WorkerState::Terminated {
+            return Ok(());
+        }
+        let (reason, lost) = match (w.state, &w.reason) {
+            _ if self.core.stopping => ("node shut down".to_string(), false),
+            (WorkerState::Draining, Some(drain)) if w.running.is_empty() => {
+                (format!("retired ({drain})"), false)
+            }
+            (WorkerState::Provisioning, _) => (reason, false),
+            _ if reason.starts_with("worker lost") => (reason, true),
+            _ => (format!("worker lost: {reason}"), true),
+        };
+        if let Some(agent_node) = &w.agent_node {
+            self.core.ctx.dir.clear_peer(agent_node);
+        }
+        if lost {
+            self.core.ctx.metrics.workers_lost.inc();
+            warn!(worker = %id, %reason, "worker gone");
+        } else {
+            info!(worker = %id, %reason, "worker gone");
+        }
+        let at_ms = self.core.ctx.now_ms();
+        if let Err(CommandError::Fatal(e)) =
+            self.command(Command::WorkerTerminated { id, reason, at_ms })
+        {
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn on_wait(&mut self, id: JobId, reply: Reply<JobView>) {
+        let Some(j) = self.core.state.job(id) else {
+            let _ = reply.send(Err(ApiError::no_job(id)));
+            return;
+        };
+        if j.state.is_terminal() {
+            self.after_durable(move |core, d| {
+                let _ = reply.send(
+                    d.map_err(ApiError::unavailable)
+                        .and_then(|_| core.view(id).ok_or_else(|| ApiError::no_job(id))),
+                );
+            });
+            return;
+        }
+        let list = self.core.waiters.entry(id).or_default();
+        list.retain(|r| !r.is_closed());
+        if list.len() >= WAITERS_PER_JOB_MAX || self.core.waiters_total >= WAITERS_MAX {
+            // Too many waiters: answer with the current state; the client polls again.
+            let _ = reply.send(self.core.view(id).ok_or_else(|| ApiError::no_job(id)));
+            return;
+        }
+        list.push(reply);
+        self.core.waiters_total += 1;
+    }
+
+    fn on_tick(&mut self) -> Result<(), ActorProcessingErr> {
+        self.core.refresh_gauges();
+        let now = self.core.ctx.now_ms();
+        if now.saturating_sub(self.core.last_purge_ms) >= PURGE_EVERY_MS {
+            self.core.last_purge_ms = now;
+            let cfg = &self.core.ctx.config.jobs;
+            let cmd = Command::Purge {
+                before_ms: now.saturating_sub(cfg.retention_ms),
+                keep_finished_max: cfg.max_finished,
+                keep_terminated_workers_max: 1000,
+            };
+            if let Err(CommandError::Fatal(e)) = self.command(cmd) {
+                return Err(e.into());
+            }
+        }
+        // Drop waiters whose clients gave up.
+        let mut total = 0;
+        self.core.waiters.retain(|_, l| {
+            l.retain(|r| !r.is_closed());
+            total += l.len();
+            !l.is_empty()
+        });
+        self.core.waiters_total = total;
+        Ok(())
+    }
+
+    /// Carries out what applying a command caused. `index` is the command's journal index.
+    fn effects(&mut self, events: Vec<Event>, index: u64) {
+        for ev in events {
+            match ev {
+                Event::JobQueued { id, .. } => {
+                    self.core.ensure_job_actor(id);
+                    self.core.ctx.dir.kick_scheduler();
+                    self.core.ctx.dir.kick_autoscaler();
+                }
+                Event::JobAssigned {
+                    id,
+                    attempt,
+                    epoch,
+                    worker,
+                } => {
+                    self.core.ctx.metrics.attempts.inc();
+                    let assignment = self.core.state.job(id).and_then(assignment_of);
+                    match (self.core.ctx.dir.worker(&worker), assignment) {
+                        (Some(w), Some(a)) => {
+                            let _ = w.cast(WorkerMsg::Dispatch(a));
+                        }
+                        _ => {
+                            warn!(job = %id, %worker, "no worker actor to dispatch to; it re-sends when it restarts")
+                        }
+                    }
+                    if let Some(j) = self.core.ctx.dir.job(&id) {
+                        let _ = j.cast(JobMsg::Assigned {
+                            attempt: AttemptRef {
+                                job: id,
+                                attempt,
+                                epoch,
+                            },
+                            worker,
+                        });
+                    }
+                }
+                Event::JobStarted { id, attempt, at_ms } => {
+                    if let Some(j) = self.core.ctx.dir.job(&id) {
+                        let _ = j.cast(JobMsg::Started { attempt, at_ms });
+                    }
+                }
+                Event::JobRequeued { id, reason, .. } => {
+                    let attempt = self
+                        .core
+                        .state
+                        .job(id)
+                        .map(|j| j.attempts.len() as u32)
+                        .unwrap_or(0);
+                    let _ = self
+                        .core
+                        .ctx
+                        .logs
+                        .note(id, attempt, &format!("[hodei: {reason}]\n"));
+                    if let Some(j) = self.core.ctx.dir.job(&id) {
+                        let _ = j.cast(JobMsg::Requeued);
+                    }
+                    self.core.ctx.dir.kick_scheduler();
+                    self.core.ctx.dir.kick_autoscaler();
+                }
+                Event::JobFinished { id, state } => {
+                    self.core.pending_reasons.remove(&id);
+                    self.core
+                        .ctx
+                        .metrics
+                        .jobs_finished
+                        .get_or_create(&StateLabel {
+                            state: state.as_str().into(),
+                        })
+                        .inc();
+                    if let Some(j) = self.core.ctx.dir.job(&id) {
+                        let _ = j.cast(JobMsg::Finished);
+                    }
+                    let waiters = self.core.waiters.remove(&id).unwrap_or_default();
+                    self.core.waiters_total = self.core.waiters_total.saturating_sub(waiters.len());
+                    let release = move |core: &mut Core, d: Result<(), &str>| {
+                        core.ctx.logs.close(id);
+                        let view = core.view(id);
+                        for w in waiters {
+                            let _ = w.send(match (&d, &view) {
+                                (Ok(()), Some(v)) => Ok(v.clone()),
+                                (Err(e), _) => Err(ApiError::unavailable(e.to_string())),
+                                (_, None) => Err(ApiError::no_job(id)),
+                            });
+                        }
+                    };
+                    if index == 0 || self.core.durable_index >= index {
+                        release(&mut self.core, Ok(()));
+                    } else {
+                        self.deferred.push_back((index, Box::new(release)));
+                    }
+                }
+                Event::StopAttempt {
+                    id,
+                    attempt,
+                    epoch,
+                    worker,
+                    cause,
+                } => {
+                    if let Some(w) = self.core.ctx.dir.worker(&worker) {
+                        let _ = w.cast(WorkerMsg::Stop(StopOrder {
+                            attempt: AttemptRef {
+                                job: id,
+                                attempt,
+                                epoch,
+                            },
+                            cause,
+                            grace_ms: self.core.ctx.config.agents.stop_grace_ms,
+                        }));
+                    }
+                }
+                Event::WorkerChanged { id, state } => {
+                    if let Some(pool) = self.core.state.worker(&id).map(|w| w.pool.clone()) {
+                        if let Some(p) = self.core.ctx.dir.pool(&pool) {
+                            let _ = p.cast(PoolMsg::WorkerChanged {
+                                id: id.clone(),
+                                state,
+                            });
+                        }
+                    }
+                    if state == WorkerState::Terminated {
+                        if let Some(w) = self.core.ctx.dir.worker(&id) {
+                            let _ = w.cast(WorkerMsg::Terminated);
+                        }
+                    }
+                    self.core.ctx.dir.kick_autoscaler();
+                }
+                Event::WorkerDrained { id } => {
+                    if let Some(w) = self.core.ctx.dir.worker(&id) {
+                        let _ = w.cast(WorkerMsg::Drained);
+                    }
+                }
+                Event::CapacityFreed { .. } => self.core.ctx.dir.kick_scheduler(),
+                Event::JobsPurged { ids } => {
+                    for id in ids {
+                        self.core.pending_reasons.remove(&id);
+                        self.core.ctx.logs.delete(id);
+                    }
+                }
+            }
+        }
+    }
+}

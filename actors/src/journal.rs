@@ -1,0 +1,182 @@
+//! The journal writer: a dedicated thread that appends journal entries to the store and makes
+//! them durable in batches (group commit). The control plane hands it entries as it applies
+//! commands; the writer drains everything queued, writes it, flushes once, and reports the
+//! highest durable index. Acknowledgements wait for that report.
+//!
+//! It runs on its own OS thread because sled's flush is a blocking fsync.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use hodei_runtime::store::{JournalEntry, Store};
+
+use crate::metrics::Metrics;
+
+/// Most operations queued for the writer; beyond it the control plane waits (backpressure).
+pub const WRITER_QUEUE_MAX: usize = 65_536;
+/// Most entries written per flush.
+pub const BATCH_ENTRIES_MAX: usize = 16_384;
+
+/// Work for the writer.
+pub enum WriterOp {
+    /// Append entries (in index order).
+    Append(Vec<JournalEntry>),
+    /// Write a snapshot of the state encoded at `index`.
+    Snapshot {
+        /// Encoded state.
+        state: Vec<u8>,
+        /// Index it covers.
+        index: u64,
+        /// When it was taken.
+        at_ms: u64,
+    },
+}
+
+/// What the writer reports.
+#[derive(Debug)]
+pub enum WriterEvent {
+    /// Everything up to `index` is durable.
+    Durable {
+        /// Highest durable index.
+        index: u64,
+    },
+    /// The store failed; nothing after the last `Durable` is durable.
+    Failed {
+        /// The error.
+        error: String,
+    },
+}
+
+/// Handle to the writer thread; dropping it stops the thread after it drains its queue.
+pub struct JournalWriter {
+    tx: Option<SyncSender<WriterOp>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for JournalWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JournalWriter")
+    }
+}
+
+impl JournalWriter {
+    /// Starts the writer. `report` is called from the writer thread.
+    pub fn start(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        report: impl Fn(WriterEvent) + Send + 'static,
+    ) -> Self {
+        let (tx, rx) = sync_channel(WRITER_QUEUE_MAX);
+        let thread = std::thread::Builder::new()
+            .name("hodei-journal".into())
+            .spawn(move || run(store, metrics, rx, report))
+            .expect("spawn journal writer thread");
+        Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues an operation (blocks only when the queue is full).
+    pub fn submit(&self, op: WriterOp) -> Result<(), String> {
+        let tx = self.tx.as_ref().ok_or("journal writer stopped")?;
+        match tx.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(op)) => tx.send(op).map_err(|_| "journal writer stopped".into()),
+            Err(TrySendError::Disconnected(_)) => Err("journal writer stopped".into()),
+        }
+    }
+
+    /// Stops the thread after it has written everything queued.
+    pub fn stop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    rx: Receiver<WriterOp>,
+    report: impl Fn(WriterEvent),
+) {
+    let mut failed = false;
+    while let Ok(first) = rx.recv() {
+        if failed {
+            continue;
+        }
+        let mut ops = vec![first];
+        let mut entries = match &ops[0] {
+            WriterOp::Append(e) => e.len(),
+            _ => 0,
+        };
+        while entries < BATCH_ENTRIES_MAX {
+            match rx.try_recv() {
+                Ok(op) => {
+                    if let WriterOp::Append(e) = &op {
+                        entries += e.len();
+                    }
+                    ops.push(op);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut max_index = 0u64;
+        let mut result = Ok(());
+        for op in ops {
+            let r = match op {
+                WriterOp::Append(e) => {
+                    if let Some(last) = e.last() {
+                        max_index = max_index.max(last.index);
+                    }
+                    metrics.journal_entries.inc_by(e.len() as u64);
+                    store.append(&e)
+                }
+                WriterOp::Snapshot {
+                    state,
+                    index,
+                    at_ms,
+                } => {
+                    metrics.snapshots.inc();
+                    store.write_snapshot(state, index, at_ms)
+                }
+            };
+            if let Err(e) = r {
+                result = Err(e);
+                break;
+            }
+        }
+        let result = result.and_then(|_| {
+            let t = Instant::now();
+            let r = store.flush();
+            metrics
+                .journal_flush_seconds
+                .observe(t.elapsed().as_secs_f64());
+            r
+        });
+        match result {
+            Ok(_) => {
+                metrics.journal_batch_entries.observe(entries as f64);
+                if max_index > 0 {
+                    report(WriterEvent::Durable { index: max_index });
+                }
+            }
+            Err(e) => {
+                failed = true;
+                report(WriterEvent::Failed {
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+}

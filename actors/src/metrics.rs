@@ -1,0 +1,189 @@
+//! The node's metrics registry (Prometheus text format). Later capabilities add their series
+//! here; the node serves [`Metrics::encode`] at `/metrics`.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label: a job or worker state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The state's name.
+    pub state: String,
+}
+
+/// Labels: pool and worker state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolStateLabel {
+    /// Pool.
+    pub pool: String,
+    /// Worker state.
+    pub state: String,
+}
+
+/// Label: why a message was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Reason.
+    pub reason: String,
+}
+
+/// Every series the node exports.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Jobs per state (gauge).
+    pub jobs: Family<StateLabel, Gauge>,
+    /// Accepted submissions.
+    pub submissions: Counter,
+    /// Attempts assigned to workers.
+    pub attempts: Counter,
+    /// Jobs that reached a terminal state, per state.
+    pub jobs_finished: Family<StateLabel, Counter>,
+    /// Workers per pool and state (gauge).
+    pub workers: Family<PoolStateLabel, Gauge>,
+    /// Journal flush (fsync) latency in seconds.
+    pub journal_flush_seconds: Histogram,
+    /// Entries per flushed batch.
+    pub journal_batch_entries: Histogram,
+    /// Journal entries written.
+    pub journal_entries: Counter,
+    /// Snapshots written.
+    pub snapshots: Counter,
+    /// Messages refused (malformed, oversized, version).
+    pub refused_messages: Family<ReasonLabel, Counter>,
+    /// Workers lost (died, silent, disconnected).
+    pub workers_lost: Counter,
+    /// Actor restarts by supervisors are logged; this counts scheduling cycles.
+    pub scheduling_cycles: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every series registered.
+    pub fn new() -> Arc<Self> {
+        let mut r = Registry::with_prefix("hodei");
+        let jobs = Family::<StateLabel, Gauge>::default();
+        r.register("jobs", "Jobs by state", jobs.clone());
+        let submissions = Counter::default();
+        r.register(
+            "job_submissions",
+            "Accepted job submissions",
+            submissions.clone(),
+        );
+        let attempts = Counter::default();
+        r.register(
+            "job_attempts",
+            "Attempts assigned to workers",
+            attempts.clone(),
+        );
+        let jobs_finished = Family::<StateLabel, Counter>::default();
+        r.register(
+            "jobs_finished",
+            "Jobs that reached a terminal state",
+            jobs_finished.clone(),
+        );
+        let workers = Family::<PoolStateLabel, Gauge>::default();
+        r.register("workers", "Workers by pool and state", workers.clone());
+        let journal_flush_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        r.register(
+            "journal_flush_seconds",
+            "Latency of a journal flush (fsync)",
+            journal_flush_seconds.clone(),
+        );
+        let journal_batch_entries = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        r.register(
+            "journal_batch_entries",
+            "Journal entries made durable by one flush",
+            journal_batch_entries.clone(),
+        );
+        let journal_entries = Counter::default();
+        r.register(
+            "journal_entries",
+            "Journal entries written",
+            journal_entries.clone(),
+        );
+        let snapshots = Counter::default();
+        r.register("snapshots", "State snapshots written", snapshots.clone());
+        let refused_messages = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "refused_messages",
+            "Messages refused (malformed, oversized, protocol version)",
+            refused_messages.clone(),
+        );
+        let workers_lost = Counter::default();
+        r.register(
+            "workers_lost",
+            "Workers declared lost",
+            workers_lost.clone(),
+        );
+        let scheduling_cycles = Counter::default();
+        r.register(
+            "scheduling_cycles",
+            "Scheduling cycles run",
+            scheduling_cycles.clone(),
+        );
+        Arc::new(Self {
+            registry: Mutex::new(r),
+            jobs,
+            submissions,
+            attempts,
+            jobs_finished,
+            workers,
+            journal_flush_seconds,
+            journal_batch_entries,
+            journal_entries,
+            snapshots,
+            refused_messages,
+            workers_lost,
+            scheduling_cycles,
+        })
+    }
+
+    /// Lets later capabilities register more series.
+    pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        f(&mut self.registry.lock().expect("metrics registry lock"))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().expect("metrics registry lock");
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_exported_in_prometheus_text() {
+        let m = Metrics::new();
+        m.submissions.inc();
+        m.jobs
+            .get_or_create(&StateLabel {
+                state: "pending".into(),
+            })
+            .set(3);
+        m.journal_flush_seconds.observe(0.0002);
+        let text = m.encode();
+        assert!(text.contains("hodei_job_submissions_total 1"), "{text}");
+        assert!(text.contains("hodei_jobs{state=\"pending\"} 3"), "{text}");
+        assert!(
+            text.contains("hodei_journal_flush_seconds_bucket"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! One actor per configured pool: it carries out the autoscaler's decisions for its pool and
+//! enforces the registration deadline of the workers it provisions.
+//!
+//! Supervised by: the services supervisor (permanent).
+//! Supervises: nothing (workers are started by the provider, and their actors live under the
+//! worker supervisor once registered).
+//! State: the pool's spec (from config), the workers still provisioning (rebuilt from the control
+//! plane: their deadlines are recomputed from when they were provisioned), failure count and the
+//! last decision.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hodei_runtime::scaling::ScalingDecision;
+use hodei_runtime::{PoolSpec, WorkerId, WorkerState};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{info, warn};
+
+use crate::context::NodeContext;
+use crate::control_plane::ControlPlaneMsg;
+use crate::provider::ProviderMsg;
+use crate::wire::PoolView;
+
+/// Messages.
+pub enum PoolMsg {
+    /// Carry out a scaling decision; answered once the new workers are journaled.
+    Apply(ScalingDecision, RpcReplyPort<()>),
+    /// A worker of this pool changed state.
+    WorkerChanged {
+        /// Which.
+        id: WorkerId,
+        /// New state.
+        state: WorkerState,
+    },
+    /// A provisioning worker missed its registration deadline (timer).
+    RegisterDeadline(WorkerId),
+    /// The provider could not start a worker.
+    ProvisionFailed {
+        /// Which.
+        id: WorkerId,
+        /// Why.
+        error: String,
+    },
+    /// The pool's view (counts come from the control plane).
+    GetView(RpcReplyPort<PoolView>),
+    /// Fault injection: fail.
+    InjectFault,
+}
+impl ractor::Message for PoolMsg {}
+
+/// State.
+pub struct PoolState {
+    ctx: NodeContext,
+    spec: PoolSpec,
+    provisioning: BTreeMap<WorkerId, JoinHandle<Result<(), ractor::MessagingErr<PoolMsg>>>>,
+    failures: u64,
+    last_decision: Option<String>,
+}
+
+/// The actor.
+pub struct Pool;
+
+#[ractor::async_trait]
+impl Actor for Pool {
+    type Msg = PoolMsg;
+    type State = PoolState;
+    type Arguments = (NodeContext, PoolSpec);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (ctx, spec): (NodeContext, PoolSpec),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ctx.dir.set_pool(spec.id.clone(), myself.clone());
+        let control = ctx.dir.control().ok_or("control plane is not running")?;
+        let workers = ractor::call_t!(
+            control,
+            |reply| ControlPlaneMsg::GetWorkers {
+                pool: Some(spec.id.clone()),
+                reply
+            },
+            10_000
+        )?;
+        let mut st = PoolState {
+            ctx,
+            spec,
+            provisioning: BTreeMap::new(),
+            failures: 0,
+            last_decision: None,
+        };
+        let now = st.ctx.now_ms();
+        for w in workers
+            .into_iter()
+            .filter(|w| w.state == WorkerState::Provisioning)
+        {
+            let deadline = w.provisioned_at_ms + st.spec.register_timeout_ms;
+            st.arm_deadline(&myself, w.id, deadline.saturating_sub(now));
+        }
+        Ok(st)
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for (_, t) in std::mem::take(&mut st.provisioning) {
+            t.abort();
+        }
+        st.ctx.dir.clear_pool(&st.spec.id, &myself);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PoolMsg::Apply(decision, reply) => {
+                st.apply(&myself, decision).await?;
+                let _ = reply.send(());
+            }
+            PoolMsg::WorkerChanged { id, state } => {
+                if state != WorkerState::Provisioning {
+                    if let Some(t) = st.provisioning.remove(&id) {
+                        t.abort();
+                    }
+                }
+            }
+            PoolMsg::RegisterDeadline(id) => {
+                if st.provisioning.remove(&id).is_some() {
+                    st.failures += 1;
+                    let reason = format!(
+                        "agent did not register within {} (provisioning failure)",
+                        hodei_runtime::control::fmt_ms(st.spec.register_timeout_ms)
+                    );
+                    warn!(pool = %st.spec.id, worker = %id, %reason, "provisioning failed");
+                    st.fail(id, reason);
+                }
+            }
+            PoolMsg::ProvisionFailed { id, error } => {
+                if let Some(t) = st.provisioning.remove(&id) {
+                    t.abort();
+                }
+                st.failures += 1;
+                st.fail(id, error);
+            }
+            PoolMsg::GetView(reply) => {
+                let _ = reply.send(PoolView {
+                    name: st.spec.id.to_string(),
+                    provider: st.spec.provider.to_string(),
+                    min_workers: st.spec.min_workers,
+                    max_workers: st.spec.max_workers,
+                    slots: st.spec.template.slots,
+                    capacity: st.spec.template.capacity,
+                    workers: vec![],
+                    pending_fitting: 0,
+                    last_decision: st.last_decision.clone(),
+                    provisioning_failures: st.failures,
+                });
+            }
+            PoolMsg::InjectFault => {
+                return Err(format!("injected fault in pool {}", st.spec.id).into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PoolState {
+    fn arm_deadline(&mut self, myself: &ActorRef<PoolMsg>, id: WorkerId, wait_ms: u64) {
+        let id2 = id.clone();
+        let t = myself.send_after(Duration::from_millis(wait_ms), move || {
+            PoolMsg::RegisterDeadline(id2)
+        });
+        self.provisioning.insert(id, t);
+    }
+
+    fn fail(&self, id: WorkerId, reason: String) {
+        if let Some(p) = self.ctx.dir.provider() {
+            let _ = p.cast(ProviderMsg::Destroy {
+                worker: id.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if let Some(c) = self.ctx.dir.control() {
+            let _ = c.cast(ControlPlaneMsg::WorkerGone { id, reason });
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+        d: ScalingDecision,
+    ) -> Result<(), ActorProcessingErr> {
+        if d.provision == 0 && d.retire.is_empty() {
+            return Ok(());
+        }
+        let control = self
+            .ctx
+            .dir
+            .control()
+            .ok_or("control plane is not running")?;
+        info!(pool = %self.spec.id, provision = d.provision, retire = d.retire.len(), reason = %d.reason, "scaling");
+        self.last_decision = Some(format!(
+            "{}: {}",
+            if d.provision > 0 {
+                format!("+{} workers", d.provision)
+            } else {
+                format!("-{} workers", d.retire.len())
+            },
+            d.reason
+        ));
+        for _ in 0..d.provision {
+            let id = match ractor::call_t!(
+                control,
+                |reply| ControlPlaneMsg::ProvisionWorker {
+                    pool: self.spec.id.clone(),
+                    reply
+                },
+                10_000
+            )? {
+                Ok(id) => id,
+                Err(e) => {
+                    info!(pool = %self.spec.id, reason = %e, "not provisioning");
+                    break;
+                }
+            };
+            self.arm_deadline(myself, id.clone(), self.spec.register_timeout_ms);
+            match self.ctx.dir.provider() {
+                Some(p) => {
+                    let _ = p.cast(ProviderMsg::Create {
+                        worker: id,
+                        pool: self.spec.id.clone(),
+                        template: self.spec.template.clone(),
+                    });
+                }
+                None => {
+                    self.provisioning.remove(&id);
+                    self.failures += 1;
+                    self.fail(id, "no provider is running".into());
+                }
+            }
+        }
+        for id in d.retire {
+            let _ = control.cast(ControlPlaneMsg::DrainWorker {
+                id,
+                reason: format!("scaled down: {}", d.reason),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! `hodei bench jobs`: throughput and latency of real jobs through an embedded node and local
+//! agents. Progress goes to stderr; the last line of stdout is one JSON object.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use hodei_config::Config;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::{Client, JobSpec};
+
+/// Options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobsBenchArgs {
+    /// Local agents.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Slots per agent (workers x slots = 8 by default).
+    #[arg(long, default_value_t = 8)]
+    pub slots: u32,
+    /// Jobs in the throughput run (w1).
+    #[arg(long, default_value_t = 2000)]
+    pub w1_jobs: usize,
+    /// Jobs in the latency run (w2).
+    #[arg(long, default_value_t = 200)]
+    pub w2_jobs: usize,
+    /// Jobs in the `sleep 0.1` run (w3).
+    #[arg(long, default_value_t = 400)]
+    pub w3_jobs: usize,
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template(&format!("{what:>6} {{bar:40}} {{pos}}/{{len}} {{msg}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    (v[i] * 1000.0).round() / 1000.0
+}
+
+/// Spawns and waits for `true` `n` times from `threads` threads: the physical limit.
+fn raw_spawn(n: usize, threads: usize) -> f64 {
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let count = n / threads + usize::from(i < n % threads);
+            std::thread::spawn(move || {
+                for _ in 0..count {
+                    let _ = std::process::Command::new("true").status();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+async fn run_batch(
+    client: &Client,
+    spec: JobSpec,
+    n: usize,
+    b: &ProgressBar,
+) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let subs =
+        join_all((0..n).map(|i| client.submit(spec.clone().with_name(format!("bench-{i}"))))).await;
+    let mut ids = Vec::with_capacity(n);
+    for s in subs {
+        ids.push(s?);
+    }
+    let waits = join_all(ids.iter().map(|id| {
+        let c = client.clone();
+        let b = b.clone();
+        async move {
+            let r = c.wait(*id, None).await;
+            b.inc(1);
+            r
+        }
+    }))
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    for w in waits {
+        let v = w?;
+        anyhow::ensure!(
+            v.state == hodei_runtime::JobState::Succeeded,
+            "job {} ended {}: {:?}",
+            v.id,
+            v.state,
+            v.reason
+        );
+    }
+    Ok(secs)
+}
+
+/// Runs the benchmark.
+pub async fn jobs(args: JobsBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("hodei-bench-").tempdir()?;
+    let cookie = format!("bench-{}", hodei_actors::provider::local::random_hex(12));
+    let config = Config::dev(
+        &dir.path().join("data"),
+        "127.0.0.1:0".parse()?,
+        &cookie,
+        args.workers,
+        args.slots,
+    )?;
+    let node = crate::server::start(config).await?;
+    let client = node.client();
+    let slots = args.workers * args.slots;
+    eprintln!(
+        "embedded node with {} local agents x {} slots; waiting for the agents",
+        args.workers, args.slots
+    );
+    let t = Instant::now();
+    loop {
+        let ready: u32 = client
+            .workers()
+            .await?
+            .iter()
+            .filter(|w| w.state.accepts_work())
+            .map(|w| w.slots)
+            .sum();
+        if ready >= slots {
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "agents did not register within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Warm-up.
+    run_batch(&client, JobSpec::argv(["true"]), 50, &ProgressBar::hidden()).await?;
+
+    eprintln!("raw: 8 threads spawning `true`, {} in all", args.w1_jobs);
+    let n = args.w1_jobs;
+    let raw = tokio::task::spawn_blocking(move || raw_spawn(n, 8)).await?;
+
+    let b = bar(args.w1_jobs as u64, "w1");
+    let w1_secs = run_batch(&client, JobSpec::argv(["true"]), args.w1_jobs, &b).await?;
+    b.finish_with_message(format!("{:.0} jobs/s", args.w1_jobs as f64 / w1_secs));
+
+    let b = bar(args.w2_jobs as u64, "w2");
+    let mut start_ms = Vec::new();
+    let mut completion_ms = Vec::new();
+    for i in 0..args.w2_jobs {
+        let t0 = Instant::now();
+        let id = client
+            .submit(JobSpec::argv(["true"]).with_name(format!("w2-{i}")))
+            .await?;
+        let v = client.wait(id, None).await?;
+        completion_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(
+            v.state == hodei_runtime::JobState::Succeeded,
+            "job {} ended {}",
+            v.id,
+            v.state
+        );
+        if let Some(s) = v.started_at_ms {
+            start_ms.push(s.saturating_sub(v.submitted_at_ms) as f64);
+        }
+        b.inc(1);
+    }
+    b.finish_with_message(format!(
+        "completion p50 {:.2} ms",
+        pct(&mut completion_ms.clone(), 50.0)
+    ));
+
+    let b = bar(args.w3_jobs as u64, "w3");
+    let w3_secs = run_batch(&client, JobSpec::argv(["sleep", "0.1"]), args.w3_jobs, &b).await?;
+    b.finish_with_message(format!("{w3_secs:.2} s"));
+    let ideal = args.w3_jobs as f64 * 0.1 / slots as f64;
+
+    node.shutdown().await;
+    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let out = json!({
+        "w1": {"jobs": args.w1_jobs, "seconds": round(w1_secs, 3), "jobs_per_s": round(args.w1_jobs as f64 / w1_secs, 1), "raw_spawn_per_s": round(raw, 1)},
+        "w2": {"jobs": args.w2_jobs,
+               "start_ms": {"p50": pct(&mut start_ms, 50.0), "p90": pct(&mut start_ms, 90.0), "p99": pct(&mut start_ms, 99.0)},
+               "completion_ms": {"p50": pct(&mut completion_ms, 50.0), "p90": pct(&mut completion_ms, 90.0), "p99": pct(&mut completion_ms, 99.0)}},
+        "w3": {"jobs": args.w3_jobs, "wall_s": round(w3_secs, 3), "ideal_s": round(ideal, 3)}
+    });
+    eprintln!(
+        "w1: {:.0} jobs/s vs raw {:.0}/s ({:.0}%); w2 completion p50/p99 in JSON; w3: {:.2} s (ideal {:.2} s)",
+        args.w1_jobs as f64 / w1_secs,
+        raw,
+        100.0 * args.w1_jobs as f64 / w1_secs / raw,
+        w3_secs,
+        ideal
+    );
+    println!("{out}");
+    Ok(())
+}
