@@ -28,7 +28,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{debug, info, warn};
 
 use crate::context::NodeContext;
-use crate::job::{JobMsg, job_child};
+use crate::job::{JobInit, JobMsg, job_child};
 use crate::journal::{JournalWriter, WriterEvent, WriterOp};
 use crate::metrics::{PoolStateLabel, StateLabel};
 use crate::pool::PoolMsg;
@@ -579,9 +579,12 @@ impl Core {
         if self.ctx.dir.job(&id).is_some() {
             return;
         }
+        let Some(init) = self.state.job(id).and_then(JobInit::from_record) else {
+            return;
+        };
         if let Some(sup) = self.ctx.dir.job_supervisor() {
             let _ = sup.cast(SupervisorMsg::StartChild(
-                job_child(self.ctx.clone(), id),
+                job_child(self.ctx.clone(), id, init),
                 None,
             ));
         }

@@ -68,12 +68,49 @@ pub struct JobState {
 /// The actor.
 pub struct Job;
 
+/// What a job actor starts from: taken from the job's record by the control plane when it
+/// asks for the actor, so the common start needs no round trip; a restart after a crash reads
+/// the record again.
+#[derive(Debug, Clone)]
+pub struct JobInit {
+    /// Per-attempt timeout.
+    pub timeout_ms: Option<u64>,
+    /// The live attempt, its worker and when it started.
+    pub live: Option<(AttemptRef, WorkerId, Option<u64>)>,
+}
+
+impl JobInit {
+    /// From a job's record (None when the job is finished).
+    pub fn from_record(r: &hodei_runtime::JobRecord) -> Option<Self> {
+        if r.state.is_terminal() {
+            return None;
+        }
+        Some(Self {
+            timeout_ms: r.spec.timeout_ms,
+            live: r.live_attempt().map(|a| {
+                (
+                    AttemptRef {
+                        job: r.id,
+                        attempt: a.number,
+                        epoch: a.epoch,
+                    },
+                    a.worker.clone(),
+                    a.started_at_ms,
+                )
+            }),
+        })
+    }
+}
+
 /// The child spec the job supervisor runs for job `id`.
-pub fn job_child(ctx: NodeContext, id: JobId) -> ChildSpec {
+pub fn job_child(ctx: NodeContext, id: JobId, init: JobInit) -> ChildSpec {
+    let init = std::sync::Arc::new(std::sync::Mutex::new(Some(init)));
     child(format!("job-{id}"), Restart::Transient, move |sup| {
         let ctx = ctx.clone();
+        // The first start uses `init`; restarts rebuild from the control plane.
+        let init = init.lock().ok().and_then(|mut g| g.take());
         async move {
-            let (r, _) = Actor::spawn_linked(None, Job, (ctx, id), sup).await?;
+            let (r, _) = Actor::spawn_linked(None, Job, (ctx, id, init), sup).await?;
             Ok(r.get_cell())
         }
     })
@@ -83,20 +120,27 @@ pub fn job_child(ctx: NodeContext, id: JobId) -> ChildSpec {
 impl Actor for Job {
     type Msg = JobMsg;
     type State = JobState;
-    type Arguments = (NodeContext, JobId);
+    type Arguments = (NodeContext, JobId, Option<JobInit>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (ctx, id): (NodeContext, JobId),
+        (ctx, id, init): (NodeContext, JobId, Option<JobInit>),
     ) -> Result<Self::State, ActorProcessingErr> {
         ctx.dir.set_job(id, myself.clone());
-        let control = ctx.dir.control().ok_or("control plane is not running")?;
-        let record = ractor::call_t!(
-            control,
-            |reply| ControlPlaneMsg::GetJobRecord { id, reply },
-            10_000
-        )?;
+        let init = match init {
+            Some(i) => Some(i),
+            None => {
+                let control = ctx.dir.control().ok_or("control plane is not running")?;
+                ractor::call_t!(
+                    control,
+                    |reply| ControlPlaneMsg::GetJobRecord { id, reply },
+                    10_000
+                )?
+                .as_ref()
+                .and_then(JobInit::from_record)
+            }
+        };
         let mut st = JobState {
             ctx,
             id,
@@ -104,22 +148,15 @@ impl Actor for Job {
             live: None,
             timer: None,
         };
-        let Some(record) = record.filter(|r| !r.state.is_terminal()) else {
+        let Some(init) = init else {
             myself.stop(None);
             return Ok(st);
         };
-        st.timeout_ms = record.spec.timeout_ms;
-        if let Some(a) = record.live_attempt() {
-            st.live = Some((
-                AttemptRef {
-                    job: id,
-                    attempt: a.number,
-                    epoch: a.epoch,
-                },
-                a.worker.clone(),
-            ));
-            if let Some(started) = a.started_at_ms {
-                st.arm_timeout(&myself, a.number, started);
+        st.timeout_ms = init.timeout_ms;
+        if let Some((attempt, worker, started)) = init.live {
+            st.live = Some((attempt, worker));
+            if let Some(started) = started {
+                st.arm_timeout(&myself, attempt.attempt, started);
             }
         }
         Ok(st)

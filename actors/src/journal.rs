@@ -131,30 +131,38 @@ fn run(
                 Err(_) => break,
             }
         }
+        // All appends of the batch become one record; a snapshot is written after the entries
+        // it covers.
         let mut max_index = 0u64;
         let mut result = Ok(());
+        let mut pending: Vec<JournalEntry> = Vec::with_capacity(entries);
         for op in ops {
-            let r = match op {
-                WriterOp::Append(e) => {
+            match op {
+                WriterOp::Append(mut e) => {
                     if let Some(last) = e.last() {
                         max_index = max_index.max(last.index);
                     }
-                    metrics.journal_entries.inc_by(e.len() as u64);
-                    store.append(&e)
+                    pending.append(&mut e);
                 }
                 WriterOp::Snapshot {
                     state,
                     index,
                     at_ms,
                 } => {
+                    metrics.journal_entries.inc_by(pending.len() as u64);
+                    result = store
+                        .append(&std::mem::take(&mut pending))
+                        .and_then(|_| store.write_snapshot(state, index, at_ms));
                     metrics.snapshots.inc();
-                    store.write_snapshot(state, index, at_ms)
+                    if result.is_err() {
+                        break;
+                    }
                 }
-            };
-            if let Err(e) = r {
-                result = Err(e);
-                break;
             }
+        }
+        if result.is_ok() && !pending.is_empty() {
+            metrics.journal_entries.inc_by(pending.len() as u64);
+            result = store.append(&pending);
         }
         let result = result.and_then(|_| {
             let t = Instant::now();

@@ -375,6 +375,9 @@ pub struct SchedulingView {
 
 type Applied = Result<Vec<Event>, Rejection>;
 
+/// Pending jobs a scheduling view offers per free slot (see [`ControlState::scheduling_view`]).
+pub const CANDIDATES_PER_FREE_SLOT: usize = 64;
+
 impl ControlState {
     /// Rebuilds the derived indices from the primary data (after decoding a snapshot).
     pub fn rebuild_indices(&mut self) {
@@ -450,6 +453,26 @@ impl ControlState {
     /// Builds the scheduler's view: up to `max_jobs` schedulable pending jobs in queue order, and
     /// every worker that accepts work and has a free slot.
     pub fn scheduling_view(&self, now_ms: u64, max_jobs: usize) -> SchedulingView {
+        let workers: Vec<CandidateWorker> = self
+            .workers
+            .values()
+            .filter(|w| w.state.accepts_work() && w.free_slots() > 0)
+            .map(|w| CandidateWorker {
+                id: w.id.clone(),
+                pool: w.pool.clone(),
+                capacity: w.capacity,
+                free: w.free(),
+                slots: w.slots,
+                free_slots: w.free_slots(),
+                labels: w.labels.clone(),
+            })
+            .collect();
+        // With no free slot anywhere nothing can be placed: skip the queue walk (but still
+        // report when the next backoff ends). Otherwise look at most
+        // `CANDIDATES_PER_FREE_SLOT` jobs per free slot: enough to find jobs that fit past
+        // ones that do not, without copying the whole queue every cycle.
+        let free_slots: usize = workers.iter().map(|w| w.free_slots as usize).sum();
+        let max_jobs = max_jobs.min(free_slots.saturating_mul(CANDIDATES_PER_FREE_SLOT));
         let mut jobs = Vec::with_capacity(max_jobs.min(self.pending.len()));
         let mut next_wake_ms: Option<u64> = None;
         for (_, _, id) in &self.pending {
@@ -468,24 +491,10 @@ impl ControlState {
                     tenant: j.spec.tenant.clone(),
                     next_attempt: AttemptNo(j.attempts.len() as u32 + 1),
                 });
-            } else if next_wake_ms.is_some() {
+            } else if next_wake_ms.is_some() || max_jobs == 0 {
                 break;
             }
         }
-        let workers = self
-            .workers
-            .values()
-            .filter(|w| w.state.accepts_work() && w.free_slots() > 0)
-            .map(|w| CandidateWorker {
-                id: w.id.clone(),
-                pool: w.pool.clone(),
-                capacity: w.capacity,
-                free: w.free(),
-                slots: w.slots,
-                free_slots: w.free_slots(),
-                labels: w.labels.clone(),
-            })
-            .collect();
         SchedulingView {
             now_ms,
             epoch: self.epoch,

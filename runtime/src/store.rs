@@ -3,7 +3,8 @@
 //!
 //! Layout (trees of one sled database in `<data_dir>/store`):
 //! * `meta`: `format_version` (u32 LE) — written once; a database of another version is refused.
-//! * `journal`: key = entry index (u64 BE), value = record.
+//! * `journal`: key = index of the first entry of a batch (u64 BE), value = a record holding the
+//!   batch's commands (the journal writer stores each group commit as one record).
 //! * `snapshots`: `current` and `previous`, each a record holding the state as of an index.
 //!
 //! A record is `[format version u32 LE][crc32 u32 LE][index u64 LE][payload]`; the checksum covers
@@ -228,19 +229,30 @@ impl Store {
         Ok(id)
     }
 
-    /// Appends entries (not yet durable: call [`Store::flush`]).
+    /// Appends entries — contiguous, ascending — as one record (not yet durable: call
+    /// [`Store::flush`]).
     pub fn append(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            let payload = codec::encode(&e.command).map_err(|err| StoreError::Encode {
-                what: format!("journal entry {}", e.index),
-                reason: err.to_string(),
-            })?;
-            batch.insert(&e.index.to_be_bytes(), encode_record(e.index, &payload));
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if entries.windows(2).any(|w| w[1].index != w[0].index + 1) {
+            return Err(StoreError::Encode {
+                what: format!("journal batch at entry {}", first.index),
+                reason: "entries are not contiguous".into(),
+            });
         }
+        let commands: Vec<&Command> = entries.iter().map(|e| &e.command).collect();
+        let payload = codec::encode(&commands).map_err(|err| StoreError::Encode {
+            what: format!("journal batch at entry {}", first.index),
+            reason: err.to_string(),
+        })?;
         self.journal
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))
+            .insert(
+                first.index.to_be_bytes(),
+                encode_record(first.index, &payload),
+            )
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
     }
 
     /// Makes everything written so far durable (fsync). Returns the bytes flushed.
@@ -248,43 +260,63 @@ impl Store {
         self.db.flush().map_err(|e| self.sled_err(e))
     }
 
+    fn decode_batch(&self, key: &[u8], value: &[u8]) -> Result<(u64, Vec<Command>), StoreError> {
+        let key = u64::from_be_bytes(
+            key.try_into()
+                .map_err(|_| self.corrupt("journal key", "not 8 bytes"))?,
+        );
+        let what = format!("journal record at entry {key}");
+        let (index, payload) = match decode_record(value) {
+            Ok(x) => x,
+            Err(RecordError::Version(found)) => {
+                return Err(StoreError::FormatVersion {
+                    path: self.path.display().to_string(),
+                    found,
+                    expected: STORE_FORMAT_VERSION,
+                });
+            }
+            Err(RecordError::Corrupt(r)) => return Err(self.corrupt(what, r)),
+        };
+        if index != key {
+            return Err(self.corrupt(what, format!("holds index {index}")));
+        }
+        let commands: Vec<Command> =
+            codec::decode_store(payload).map_err(|e| self.corrupt(what, e.to_string()))?;
+        Ok((index, commands))
+    }
+
     /// Index of the last journal entry, if any.
     pub fn last_journal_index(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .journal
-            .last()
-            .map_err(|e| self.sled_err(e))?
-            .map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))))
+        match self.journal.last().map_err(|e| self.sled_err(e))? {
+            Some((k, v)) => {
+                let (first, cmds) = self.decode_batch(&k, &v)?;
+                Ok(Some(first + cmds.len() as u64 - 1))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Journal entries with index ≥ `from`, in order, verified.
     pub fn entries_from(&self, from: u64) -> Result<Vec<JournalEntry>, StoreError> {
+        // Start at the record that contains `from` (the last one starting at or before it).
+        let start = self
+            .journal
+            .range(..=from.to_be_bytes())
+            .next_back()
+            .transpose()
+            .map_err(|e| self.sled_err(e))?
+            .map(|(k, _)| k.to_vec())
+            .unwrap_or_else(|| from.to_be_bytes().to_vec());
         let mut out = Vec::new();
-        for kv in self.journal.range(from.to_be_bytes()..) {
+        for kv in self.journal.range(start..) {
             let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-            let key = u64::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| self.corrupt("journal key", "not 8 bytes"))?,
-            );
-            let what = format!("journal entry {key}");
-            let (index, payload) = match decode_record(&v) {
-                Ok(x) => x,
-                Err(RecordError::Version(found)) => {
-                    return Err(StoreError::FormatVersion {
-                        path: self.path.display().to_string(),
-                        found,
-                        expected: STORE_FORMAT_VERSION,
-                    });
+            let (first, cmds) = self.decode_batch(&k, &v)?;
+            for (i, command) in cmds.into_iter().enumerate() {
+                let index = first + i as u64;
+                if index >= from {
+                    out.push(JournalEntry { index, command });
                 }
-                Err(RecordError::Corrupt(r)) => return Err(self.corrupt(what, r)),
-            };
-            if index != key {
-                return Err(self.corrupt(what, format!("holds index {index}")));
             }
-            let command: Command =
-                codec::decode_store(payload).map_err(|e| self.corrupt(what, e.to_string()))?;
-            out.push(JournalEntry { index, command });
         }
         Ok(out)
     }
@@ -341,9 +373,17 @@ impl Store {
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;
         if let Some(upto) = truncate_to {
+            // Remove the records that end at or before `upto`: every record starting at or
+            // before `upto + 1` except the last of them (which may reach past `upto`).
+            let keys: Vec<sled::IVec> = self
+                .journal
+                .range(..=(upto + 1).to_be_bytes())
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.sled_err(e))?;
             let mut batch = sled::Batch::default();
-            for k in self.journal.range(..=upto.to_be_bytes()).keys() {
-                batch.remove(k.map_err(|e| self.sled_err(e))?);
+            for k in keys.iter().take(keys.len().saturating_sub(1)) {
+                batch.remove(k.clone());
             }
             self.journal
                 .apply_batch(batch)

@@ -410,10 +410,14 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
             Some(hb) = hb_rx.recv() => match hb {
                 Ok(stop) => {
                     last_ack = tokio::time::Instant::now();
+                    let running_now = executor.running();
                     for a in stop {
                         let key = AttemptKey { job_id: a.job.0, attempt: a.attempt.0 };
-                        warn!(attempt = %key, "the node no longer considers this attempt live here; stopping it");
-                        executor.stop(key, grace_default, exec::StopCause::Lease);
+                        // An attempt that ended while the heartbeat was in flight is not news.
+                        if running_now.contains(&key) {
+                            warn!(attempt = %key, "the node no longer considers this attempt live here; stopping it");
+                            executor.stop(key, grace_default, exec::StopCause::Lease);
+                        }
                     }
                 }
                 Err((true, msg)) => {

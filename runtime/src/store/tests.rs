@@ -4,7 +4,7 @@ use crate::job::JobSpec;
 
 fn submit(i: u64) -> Command {
     Command::SubmitJob {
-        id: JobId(i),
+        id: JobId(i + 1),
         spec: JobSpec::shell(format!("echo {i}")),
         at_ms: i,
     }
@@ -140,16 +140,16 @@ fn a_corrupt_journal_entry_is_an_error_not_silently_skipped() {
     {
         let db = sled::open(dir.path()).unwrap();
         let t = db.open_tree("journal").unwrap();
-        let mut v = t.get(2u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let mut v = t.get(1u64.to_be_bytes()).unwrap().unwrap().to_vec();
         let n = v.len();
         v[n - 1] ^= 1;
-        t.insert(2u64.to_be_bytes(), v).unwrap();
+        t.insert(1u64.to_be_bytes(), v).unwrap();
         db.flush().unwrap();
     }
     let s = Store::open(dir.path(), 8 << 20).unwrap();
     let err = s.recover().unwrap_err().to_string();
     assert!(
-        err.contains("journal entry 2") && err.contains("checksum"),
+        err.contains("journal record at entry 1") && err.contains("checksum"),
         "{err}"
     );
 }

@@ -196,8 +196,21 @@ async fn supervise(
         }
     };
 
-    let mut cmd = Command::new(&launch.argv[0]);
-    cmd.args(&launch.argv[1..])
+    // Resolve the program against the job's PATH here, as execvp would: std only takes the
+    // cheap posix_spawn (vfork) path when the program is a path, and a fork of the agent's
+    // address space costs far more than the job itself for short jobs.
+    let job_path = launch
+        .env
+        .get("PATH")
+        .map(String::as_str)
+        .unwrap_or(&cfg.default_path);
+    let program = match resolve_program(&launch.argv[0], job_path, &cwd) {
+        Ok(p) => p,
+        Err(reason) => return (spawn_failed(reason), scratch),
+    };
+    let mut cmd = Command::new(&program);
+    cmd.arg0(&launch.argv[0])
+        .args(&launch.argv[1..])
         .env_clear()
         .envs(&launch.env)
         .env(RUN_TOKEN_ENV, &launch.run_token)
@@ -465,4 +478,37 @@ async fn read_stream(mut ctx: ReaderCtx) {
             }
         }
     }
+}
+
+/// Finds `program` the way `execvp` does: a name with a `/` is used as is (relative to the
+/// job's working directory); otherwise the first executable regular file named so in `path`.
+fn resolve_program(program: &str, path: &str, cwd: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = Path::new(program);
+        return Ok(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            cwd.join(p)
+        });
+    }
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() {
+            cwd.to_path_buf()
+        } else {
+            PathBuf::from(dir)
+        };
+        let candidate = dir.join(program);
+        if executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "cannot spawn {program:?}: not found in PATH ({path})"
+    ))
 }

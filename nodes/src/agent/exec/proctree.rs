@@ -143,7 +143,9 @@ impl Tracker {
         if killpg(Pid::from_raw(self.root), None) != Err(Errno::ESRCH) {
             return false;
         }
-        own_children().is_some_and(|children| reaper::all_roots(&children))
+        // Read our children under the table lock: a concurrent spawn holds it until its child
+        // is registered, so a sibling attempt's brand-new root is never mistaken for a leftover.
+        reaper::with_table(|t| own_children().is_some_and(|c| c.iter().all(|p| t.is_root(*p))))
     }
 
     /// Scans `/proc` and returns the live (non-zombie) processes of the tree.

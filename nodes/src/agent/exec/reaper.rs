@@ -95,12 +95,6 @@ pub(super) fn with_table<R>(f: impl FnOnce(&Table) -> R) -> R {
     f(&lock())
 }
 
-/// Whether every pid in `pids` is a registered (unreaped) job root.
-pub(super) fn all_roots(pids: &[i32]) -> bool {
-    let table = lock();
-    pids.iter().all(|pid| table.is_root(*pid))
-}
-
 fn reaper_loop() {
     loop {
         let generation = lock().generation;
