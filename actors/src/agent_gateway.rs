@@ -13,7 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
 use tracing::{debug, warn};
 
 use crate::context::NodeContext;
-use crate::control_plane::ControlPlaneMsg;
+use crate::control_plane::{AttemptEvent, ControlPlaneMsg};
 use crate::gateway::{ask, refuse};
 use crate::wire::{
     AGENT_GATEWAY_GROUP, AgentEvent, AgentGatewayMsg, AgentMsg, ApiError, ApiErrorKind, Wire,
@@ -111,29 +111,34 @@ impl Actor for AgentGateway {
                         return Ok(());
                     }
                 };
-                match report.event {
-                    AgentEvent::Started { attempt, .. } => {
-                        if let Some(c) = ctx.dir.control() {
-                            let _ = c.cast(ControlPlaneMsg::AttemptStarted(attempt));
+                let mut attempt_events = Vec::new();
+                for event in report.events {
+                    match event {
+                        AgentEvent::Started { attempt, .. } => {
+                            attempt_events.push(AttemptEvent::Started(attempt));
+                        }
+                        AgentEvent::Output {
+                            attempt,
+                            stream,
+                            data,
+                        } => {
+                            if let Err(e) =
+                                ctx.logs
+                                    .append(attempt.job, attempt.attempt.0, stream, &data)
+                            {
+                                warn!(job = %attempt.job, error = %e, "could not store job output");
+                            }
+                        }
+                        AgentEvent::Finished { attempt, report: r } => {
+                            debug!(job = %attempt.job, attempt = %attempt.attempt, outcome = %r.describe(), "attempt finished");
+                            attempt_events.push(AttemptEvent::Finished(attempt, r));
                         }
                     }
-                    AgentEvent::Output {
-                        attempt,
-                        stream,
-                        data,
-                    } => {
-                        if let Err(e) =
-                            ctx.logs
-                                .append(attempt.job, attempt.attempt.0, stream, &data)
-                        {
-                            warn!(job = %attempt.job, error = %e, "could not store job output");
-                        }
-                    }
-                    AgentEvent::Finished { attempt, report: r } => {
-                        debug!(job = %attempt.job, attempt = %attempt.attempt, outcome = %r.describe(), "attempt finished");
-                        if let Some(c) = ctx.dir.control() {
-                            let _ = c.cast(ControlPlaneMsg::AttemptFinished(attempt, r));
-                        }
+                }
+                // Output was stored above, before the control plane learns an attempt ended.
+                if !attempt_events.is_empty() {
+                    if let Some(c) = ctx.dir.control() {
+                        let _ = c.cast(ControlPlaneMsg::AttemptEvents(attempt_events));
                     }
                 }
             }

@@ -51,6 +51,15 @@ pub const PURGE_EVERY_MS: u64 = 60_000;
 
 type Reply<T> = RpcReplyPort<Result<T, ApiError>>;
 
+/// An agent's report about one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptEvent {
+    /// The attempt's process started.
+    Started(AttemptRef),
+    /// The attempt's process tree ended.
+    Finished(AttemptRef, ExitReport),
+}
+
 /// Messages.
 pub enum ControlPlaneMsg {
     /// Submit a job; acknowledged when durable.
@@ -71,9 +80,9 @@ pub enum ControlPlaneMsg {
     },
     /// A scheduling plan to re-check and commit.
     ApplyPlan(Plan),
-    /// An agent started an attempt.
-    AttemptStarted(AttemptRef),
-    /// An attempt's process tree ended.
+    /// What agents reported about attempts, in order.
+    AttemptEvents(Vec<AttemptEvent>),
+    /// An attempt's process tree ended (or is given up on by its job actor).
     AttemptFinished(AttemptRef, ExitReport),
     /// A pool wants a new worker id journaled as provisioning.
     ProvisionWorker {
@@ -208,6 +217,8 @@ pub struct Core {
     writer: JournalWriter,
     last_index: u64,
     durable_index: u64,
+    sync_requested: u64,
+    outbox: Vec<JournalEntry>,
     since_snapshot: u64,
     waiters: HashMap<JobId, Vec<Reply<JobView>>>,
     waiters_total: usize,
@@ -263,6 +274,8 @@ impl Actor for ControlPlane {
             writer,
             last_index: recovered.last_index,
             durable_index: recovered.last_index,
+            sync_requested: recovered.last_index,
+            outbox: Vec::new(),
             since_snapshot: recovered.replayed,
             waiters: HashMap::new(),
             waiters_total: 0,
@@ -307,19 +320,39 @@ impl Actor for ControlPlane {
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        st.on_message(msg)?;
+        st.send_outbox()?;
+        Ok(())
+    }
+}
+
+impl ControlPlaneState {
+    fn on_message(&mut self, msg: ControlPlaneMsg) -> Result<(), ActorProcessingErr> {
+        let st = self;
         match msg {
             ControlPlaneMsg::Submit { spec, reply } => st.on_submit(spec, reply)?,
             ControlPlaneMsg::Cancel { id, reason, reply } => st.on_cancel(id, reason, reply)?,
             ControlPlaneMsg::ApplyPlan(_) if st.core.stopping => {}
             ControlPlaneMsg::ApplyPlan(plan) => st.on_apply_plan(plan)?,
-            ControlPlaneMsg::AttemptStarted(a) => {
+            ControlPlaneMsg::AttemptEvents(events) => {
                 let at_ms = st.core.ctx.now_ms();
-                st.command_quiet(Command::AttemptStarted {
-                    id: a.job,
-                    attempt: a.attempt,
-                    epoch: a.epoch,
-                    at_ms,
-                })?;
+                for ev in events {
+                    st.command_quiet(match ev {
+                        AttemptEvent::Started(a) => Command::AttemptStarted {
+                            id: a.job,
+                            attempt: a.attempt,
+                            epoch: a.epoch,
+                            at_ms,
+                        },
+                        AttemptEvent::Finished(a, report) => Command::AttemptFinished {
+                            id: a.job,
+                            attempt: a.attempt,
+                            epoch: a.epoch,
+                            report,
+                            at_ms,
+                        },
+                    })?;
+                }
             }
             ControlPlaneMsg::AttemptFinished(a, report) => {
                 let at_ms = st.core.ctx.now_ms();
@@ -502,6 +535,28 @@ impl Actor for ControlPlane {
         }
         Ok(())
     }
+
+    /// Sends the entries journaled while handling one message to the writer, asking for a
+    /// flush when a reply waits for durability.
+    fn send_outbox(&mut self) -> Result<(), String> {
+        let need_sync = self
+            .deferred
+            .back()
+            .is_some_and(|(i, _)| *i > self.core.sync_requested);
+        if !self.core.outbox.is_empty() {
+            let entries = std::mem::take(&mut self.core.outbox);
+            self.core.writer.submit(WriterOp::Append {
+                entries,
+                sync: need_sync,
+            })?;
+        } else if need_sync {
+            self.core.writer.submit(WriterOp::Sync)?;
+        }
+        if need_sync {
+            self.core.sync_requested = self.core.last_index;
+        }
+        Ok(())
+    }
 }
 
 fn assignment_of(j: &JobRecord) -> Option<Assignment> {
@@ -528,12 +583,12 @@ enum CommandError {
 }
 
 impl Core {
-    /// Appends an already-applied command to the journal.
+    /// Appends an already-applied command to the journal (sent to the writer at the end of
+    /// the message being handled, see [`ControlPlaneState::send_outbox`]).
     fn journal(&mut self, command: Command) -> Result<u64, String> {
         self.last_index += 1;
         let index = self.last_index;
-        self.writer
-            .submit(WriterOp::Append(vec![JournalEntry { index, command }]))?;
+        self.outbox.push(JournalEntry { index, command });
         self.since_snapshot += 1;
         if self.since_snapshot >= self.ctx.config.store.snapshot_every_entries {
             self.snapshot()?;
@@ -542,12 +597,19 @@ impl Core {
     }
 
     fn snapshot(&mut self) -> Result<(), String> {
+        if !self.outbox.is_empty() {
+            self.writer.submit(WriterOp::Append {
+                entries: std::mem::take(&mut self.outbox),
+                sync: false,
+            })?;
+        }
         let state = Store::encode_state(&self.state).map_err(|e| e.to_string())?;
         self.writer.submit(WriterOp::Snapshot {
             state,
             index: self.last_index,
             at_ms: self.ctx.now_ms(),
         })?;
+        self.sync_requested = self.last_index;
         self.since_snapshot = 0;
         Ok(())
     }
@@ -957,6 +1019,11 @@ impl ControlPlaneState {
 
     fn on_tick(&mut self) -> Result<(), ActorProcessingErr> {
         self.core.refresh_gauges();
+        // Entries nobody waited for become durable within a tick.
+        if self.core.last_index > self.core.sync_requested {
+            self.core.writer.submit(WriterOp::Sync)?;
+            self.core.sync_requested = self.core.last_index;
+        }
         let now = self.core.ctx.now_ms();
         if now.saturating_sub(self.core.last_purge_ms) >= PURGE_EVERY_MS {
             self.core.last_purge_ms = now;

@@ -1,7 +1,9 @@
 //! The journal writer: a dedicated thread that appends journal entries to the store and makes
 //! them durable in batches (group commit). The control plane hands it entries as it applies
-//! commands; the writer drains everything queued, writes it, flushes once, and reports the
-//! highest durable index. Acknowledgements wait for that report.
+//! commands; the writer drains everything queued, writes it as one record, and — when anyone is
+//! waiting for durability (`sync`) — flushes once and reports the highest durable index.
+//! Acknowledgements wait for that report. Entries nobody waits for are flushed with the next
+//! sync (the control plane asks for one at least every second).
 //!
 //! It runs on its own OS thread because sled's flush is a blocking fsync.
 
@@ -21,8 +23,15 @@ pub const BATCH_ENTRIES_MAX: usize = 16_384;
 
 /// Work for the writer.
 pub enum WriterOp {
-    /// Append entries (in index order).
-    Append(Vec<JournalEntry>),
+    /// Append entries (in index order); `sync`: make everything durable and report it.
+    Append {
+        /// The entries.
+        entries: Vec<JournalEntry>,
+        /// Flush after writing.
+        sync: bool,
+    },
+    /// Make everything appended so far durable and report it.
+    Sync,
     /// Write a snapshot of the state encoded at `index`.
     Snapshot {
         /// Encoded state.
@@ -111,19 +120,20 @@ fn run(
     report: impl Fn(WriterEvent),
 ) {
     let mut failed = false;
+    let mut appended = 0u64;
     while let Ok(first) = rx.recv() {
         if failed {
             continue;
         }
         let mut ops = vec![first];
         let mut entries = match &ops[0] {
-            WriterOp::Append(e) => e.len(),
+            WriterOp::Append { entries, .. } => entries.len(),
             _ => 0,
         };
         while entries < BATCH_ENTRIES_MAX {
             match rx.try_recv() {
                 Ok(op) => {
-                    if let WriterOp::Append(e) = &op {
+                    if let WriterOp::Append { entries: e, .. } = &op {
                         entries += e.len();
                     }
                     ops.push(op);
@@ -133,17 +143,22 @@ fn run(
         }
         // All appends of the batch become one record; a snapshot is written after the entries
         // it covers.
-        let mut max_index = 0u64;
         let mut result = Ok(());
+        let mut sync = false;
         let mut pending: Vec<JournalEntry> = Vec::with_capacity(entries);
         for op in ops {
             match op {
-                WriterOp::Append(mut e) => {
+                WriterOp::Append {
+                    entries: mut e,
+                    sync: s,
+                } => {
                     if let Some(last) = e.last() {
-                        max_index = max_index.max(last.index);
+                        appended = appended.max(last.index);
                     }
+                    sync |= s;
                     pending.append(&mut e);
                 }
+                WriterOp::Sync => sync = true,
                 WriterOp::Snapshot {
                     state,
                     index,
@@ -154,6 +169,7 @@ fn run(
                         .append(&std::mem::take(&mut pending))
                         .and_then(|_| store.write_snapshot(state, index, at_ms));
                     metrics.snapshots.inc();
+                    sync = true;
                     if result.is_err() {
                         break;
                     }
@@ -163,6 +179,9 @@ fn run(
         if result.is_ok() && !pending.is_empty() {
             metrics.journal_entries.inc_by(pending.len() as u64);
             result = store.append(&pending);
+        }
+        if result.is_ok() && !sync {
+            continue;
         }
         let result = result.and_then(|_| {
             let t = Instant::now();
@@ -175,8 +194,8 @@ fn run(
         match result {
             Ok(_) => {
                 metrics.journal_batch_entries.observe(entries as f64);
-                if max_index > 0 {
-                    report(WriterEvent::Durable { index: max_index });
+                if appended > 0 {
+                    report(WriterEvent::Durable { index: appended });
                 }
             }
             Err(e) => {

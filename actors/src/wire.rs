@@ -636,13 +636,18 @@ pub enum AgentEvent {
     },
 }
 
-/// An agent's report (cast).
+/// Most bytes of output an agent puts in one report (more goes in the next one).
+pub const REPORT_OUTPUT_BYTES_MAX: usize = 256 * 1024;
+/// Most events in one report.
+pub const REPORT_EVENTS_MAX: usize = 64;
+
+/// An agent's report (cast): the events that happened since its last report, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentReport {
     /// Who.
     pub worker: WorkerId,
-    /// What.
-    pub event: AgentEvent,
+    /// What, in order.
+    pub events: Vec<AgentEvent>,
 }
 
 /// The node's agent gateway (remotable; `pg` group [`AGENT_GATEWAY_GROUP`]).

@@ -140,6 +140,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
             .flush_every_ms(Some(1000))
             .open()
             .map_err(sled_err)?;

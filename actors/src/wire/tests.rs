@@ -115,10 +115,13 @@ fn every_agent_message_round_trips() {
     });
     roundtrip(AgentReport {
         worker: WorkerId::new("w-1").unwrap(),
-        event: AgentEvent::Finished {
-            attempt: a,
-            report: ExitReport::exited(3),
-        },
+        events: vec![
+            AgentEvent::Started { attempt: a, pid: 9 },
+            AgentEvent::Finished {
+                attempt: a,
+                report: ExitReport::exited(3),
+            },
+        ],
     });
     roundtrip(Assignment {
         attempt: a,

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use hodei_actors::wire::{
     AGENT_GATEWAY_GROUP, AgentEvent, AgentGatewayMsg, AgentHeartbeat, AgentHello, AgentMsg,
-    AgentReport, ApiErrorKind, Assignment, AttemptRef, LogStream, PROTOCOL_VERSION, StopOrder,
-    Wire, agent_group,
+    AgentReport, ApiErrorKind, Assignment, AttemptRef, LogStream, PROTOCOL_VERSION,
+    REPORT_EVENTS_MAX, REPORT_OUTPUT_BYTES_MAX, StopOrder, Wire, agent_group,
 };
 use hodei_runtime::job::StopCause as JobStopCause;
 use hodei_runtime::{ExitReport, PoolId, Resources, WorkerId, WorkerRegistration};
@@ -148,6 +148,58 @@ struct Live {
     attempt: AttemptRef,
     requested: Option<JobStopCause>,
     timer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Turns an executor event into the report event the node gets (None for an unknown attempt).
+fn translate(
+    ev: ExecEvent,
+    live: &mut HashMap<AttemptKey, Live>,
+    running: &Mutex<Vec<AttemptRef>>,
+    output_bytes: &mut usize,
+) -> Option<AgentEvent> {
+    match ev {
+        ExecEvent::Started { key, pid } => live.get(&key).map(|l| AgentEvent::Started {
+            attempt: l.attempt,
+            pid,
+        }),
+        ExecEvent::Output { key, stream, data } => live.get(&key).map(|l| {
+            *output_bytes += data.len();
+            let stream = match stream {
+                Stream::Stdout => LogStream::Stdout,
+                Stream::Stderr => LogStream::Stderr,
+            };
+            AgentEvent::Output {
+                attempt: l.attempt,
+                stream,
+                data,
+            }
+        }),
+        ExecEvent::Exited { key, outcome } => {
+            let l = live.remove(&key)?;
+            if let Some(t) = l.timer {
+                t.abort();
+            }
+            running
+                .lock()
+                .expect("running lock")
+                .retain(|a| *a != l.attempt);
+            let stopped_by = outcome
+                .stopped_by
+                .map(|c| l.requested.unwrap_or(job_cause(c)));
+            Some(AgentEvent::Finished {
+                attempt: l.attempt,
+                report: ExitReport {
+                    exit_code: outcome.exit_code,
+                    signal: outcome.signal,
+                    stopped_by,
+                    spawn_error: outcome.spawn_error,
+                    oom_killed: false,
+                    log_bytes: outcome.log_bytes,
+                    log_truncated: outcome.log_truncated,
+                },
+            })
+        }
+    }
 }
 
 fn exec_cause(c: JobStopCause) -> exec::StopCause {
@@ -282,12 +334,16 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
         });
     }
 
-    let report = |event: AgentEvent| {
+    let report_all = |events: Vec<AgentEvent>| {
+        if events.is_empty() {
+            return;
+        }
         let _ = gateway.cast(AgentGatewayMsg::Report(Wire::ok(AgentReport {
             worker: opts.worker.clone(),
-            event,
+            events,
         })));
     };
+    let report = |event: AgentEvent| report_all(vec![event]);
     let mut live: HashMap<AttemptKey, Live> = HashMap::new();
     let mut last_ack = tokio::time::Instant::now();
     let mut exiting: Option<AgentExit> = None;
@@ -375,38 +431,22 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
                     begin_exit(AgentExit::Shutdown(reason), Duration::from_millis(grace_ms), exec::StopCause::Shutdown, &mut exiting);
                 }
             },
-            Some(ev) = ev_rx.recv() => match ev {
-                ExecEvent::Started { key, pid } => {
-                    if let Some(l) = live.get(&key) {
-                        report(AgentEvent::Started { attempt: l.attempt, pid });
+            Some(ev) = ev_rx.recv() => {
+                // Send everything that is ready in one report (bounded): fewer messages under
+                // load, no added latency when idle.
+                let mut batch = Vec::new();
+                let mut output_bytes = 0usize;
+                let mut next = Some(ev);
+                while let Some(ev) = next.take() {
+                    if let Some(e) = translate(ev, &mut live, &running, &mut output_bytes) {
+                        batch.push(e);
+                    }
+                    if batch.len() < REPORT_EVENTS_MAX && output_bytes < REPORT_OUTPUT_BYTES_MAX {
+                        next = ev_rx.try_recv().ok();
                     }
                 }
-                ExecEvent::Output { key, stream, data } => {
-                    if let Some(l) = live.get(&key) {
-                        let stream = match stream { Stream::Stdout => LogStream::Stdout, Stream::Stderr => LogStream::Stderr };
-                        report(AgentEvent::Output { attempt: l.attempt, stream, data });
-                    }
-                }
-                ExecEvent::Exited { key, outcome } => {
-                    if let Some(l) = live.remove(&key) {
-                        if let Some(t) = l.timer { t.abort(); }
-                        running.lock().expect("running lock").retain(|a| *a != l.attempt);
-                        let stopped_by = outcome.stopped_by.map(|c| l.requested.unwrap_or(job_cause(c)));
-                        report(AgentEvent::Finished {
-                            attempt: l.attempt,
-                            report: ExitReport {
-                                exit_code: outcome.exit_code,
-                                signal: outcome.signal,
-                                stopped_by,
-                                spawn_error: outcome.spawn_error,
-                                oom_killed: false,
-                                log_bytes: outcome.log_bytes,
-                                log_truncated: outcome.log_truncated,
-                            },
-                        });
-                    }
-                }
-            },
+                report_all(batch);
+            }
             Some(hb) = hb_rx.recv() => match hb {
                 Ok(stop) => {
                     last_ack = tokio::time::Instant::now();

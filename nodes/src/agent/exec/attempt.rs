@@ -118,6 +118,9 @@ pub(super) async fn run(
     );
     guard.unregister();
     let _ = inner.events.send(ExecEvent::Exited { key, outcome }).await;
+    // Most jobs leave their scratch directory empty: a plain rmdir is one cheap syscall; only
+    // a non-empty one goes to a blocking thread for the recursive removal.
+    let scratch = scratch.filter(|dir| std::fs::remove_dir(dir).is_err());
     if let Some(dir) = scratch {
         let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err((dir, err)),
