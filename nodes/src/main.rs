@@ -136,6 +136,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// Testing aids (the node must enable debug.fault_injection).
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        cmd: DebugCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DebugCmd {
+    /// Make an actor fail: scheduler, autoscaler, provider, job:ID, worker:ID, pool:NAME.
+    Fault {
+        #[command(flatten)]
+        conn: Conn,
+        /// The target.
+        target: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -207,10 +224,10 @@ struct SubmitArgs {
     #[arg(long, value_parser = parse_priority, default_value = "medium")]
     priority: Priority,
     /// CPU request (500m, 2).
-    #[arg(long, value_parser = parse_cpu)]
+    #[arg(long, value_parser = parse_cpu, allow_hyphen_values = true)]
     cpu: Option<u64>,
     /// Memory request (512Mi, 2Gi).
-    #[arg(long, value_parser = parse_mem)]
+    #[arg(long, value_parser = parse_mem, allow_hyphen_values = true)]
     memory: Option<u64>,
     /// Label (k=v), repeatable.
     #[arg(long, value_parser = parse_kv)]
@@ -510,6 +527,14 @@ async fn run(cmd: Cmd) -> Result<u8, Failure> {
             }
             Err(e) => Err(Failure::usage(e.to_string())),
         },
+        Cmd::Debug {
+            cmd: DebugCmd::Fault { conn, target },
+        } => {
+            let client = connect(&conn).await?;
+            client.inject_fault(&target).await?;
+            println!("fault injected into {target}");
+            Ok(0)
+        }
         Cmd::Bench {
             cmd: BenchCmd::Jobs(a),
         } => {

@@ -37,9 +37,16 @@ pub fn addr_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("node.addr")
 }
 
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Starts a node: listener first (so agents get the real port), then the actor tree.
 pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
     let _ = std::fs::remove_file(addr_file(&config.node.data_dir));
+    let _ = std::fs::remove_file(config.node.data_dir.join("metrics.addr"));
     let mut cluster = cluster::start("node", &config.node.cookie).await?;
     let addr = cluster
         .listen(config.node.listen, config.node.max_connections)
@@ -85,9 +92,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
         Some(a) => Some(serve_metrics(a, handle.ctx.metrics.clone()).await?),
         None => None,
     };
-    let tmp = addr_file(&data_dir).with_extension("tmp");
-    std::fs::write(&tmp, addr.to_string())?;
-    std::fs::rename(&tmp, addr_file(&data_dir))?;
+    if let Some(m) = metrics_addr {
+        write_atomically(&data_dir.join("metrics.addr"), &m.to_string())?;
+    }
+    write_atomically(&addr_file(&data_dir), &addr.to_string())?;
     info!(%addr, node = %handle.ctx.config.node.name, cluster_name = %handle.ctx.cluster_name, "node ready");
     Ok(RunningNode {
         handle,

@@ -49,6 +49,7 @@ pub const RESERVED_ENV_PREFIX: &str = "HODEI_";
 
 /// Scheduling priority; higher priorities are served first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Served before everything else; may preempt all lower priorities.
     Critical,
@@ -514,6 +515,7 @@ pub fn validate_labels(
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a worker (possibly in retry backoff).
     Pending,
@@ -588,6 +590,7 @@ impl FromStr for JobState {
 
 /// Why the agent stopped an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StopCause {
     /// The attempt exceeded its timeout.
     Timeout,

@@ -129,6 +129,15 @@ fn decode_record(bytes: &[u8]) -> Result<(u64, &[u8]), RecordError> {
     Ok((index, payload))
 }
 
+/// The sled settings of a store (every open of one directory must use the same mode).
+fn sled_config(dir: &Path, cache_bytes: u64) -> sled::Config {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(Some(1000))
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, refusing data of another format version.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
@@ -137,13 +146,7 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(sled_err)?;
+        let db = sled_config(dir, cache_bytes).open().map_err(sled_err)?;
         let meta = db.open_tree("meta").map_err(sled_err)?;
         let journal = db.open_tree("journal").map_err(sled_err)?;
         let snapshots = db.open_tree("snapshots").map_err(sled_err)?;
@@ -480,9 +483,9 @@ fn base_missing_but_truncated(
 pub mod testing {
     use super::*;
 
-    fn open_raw(dir: &Path) -> sled::Db {
-        sled::Config::new()
-            .path(dir)
+    /// Opens the raw sled database of a closed store.
+    pub fn open_raw(dir: &Path) -> sled::Db {
+        sled_config(dir, 8 << 20)
             .open()
             .expect("open store for fault injection")
     }

@@ -21,6 +21,7 @@ use crate::resources::Resources;
 
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WorkerState {
     /// Asked of a provider; the agent has not registered yet.
     Provisioning,
@@ -156,6 +157,7 @@ impl WorkerRecord {
 
 /// Which provider starts a pool's workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// Local `hodei agent` child processes (the embedded default).
     Local,

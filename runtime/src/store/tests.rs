@@ -138,7 +138,7 @@ fn a_corrupt_journal_entry_is_an_error_not_silently_skipped() {
         journal(&s, &mut st, 1, vec![started(), submit(0)]);
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = testing::open_raw(dir.path());
         let t = db.open_tree("journal").unwrap();
         let mut v = t.get(1u64.to_be_bytes()).unwrap().unwrap().to_vec();
         let n = v.len();
