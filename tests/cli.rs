@@ -376,3 +376,25 @@ fn invalid_config_names_the_field_and_exits_2() {
         .unwrap();
     assert_eq!(exit_code(&out), 2);
 }
+
+#[test]
+fn the_node_serves_prometheus_metrics() {
+    let node = TestNode::start(NodeOpts::default());
+    assert_eq!(exit_code(&node.run(&["submit", "--wait", "--", "true"])), 0);
+    let addr = node.metrics_addr();
+    let text = wait_for(Duration::from_secs(10), "the job gauges to refresh", || {
+        let t = http_get(&addr, "/metrics");
+        t.contains("hodei_jobs{state=\"succeeded\"} 1").then_some(t)
+    });
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for series in [
+        "hodei_job_submissions_total 1",
+        "hodei_job_attempts_total 1",
+        "hodei_jobs_finished_total{state=\"succeeded\"} 1",
+        "hodei_workers{pool=\"local\",state=\"idle\"} 1",
+        "hodei_journal_flush_seconds_count",
+        "hodei_journal_entries_total",
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+}

@@ -96,6 +96,9 @@ impl Actor for Autoscaler {
                 )?;
                 let now = st.ctx.now_ms();
                 for spec in &st.ctx.config.pools {
+                    if spec.provider == hodei_runtime::ProviderKind::External {
+                        continue;
+                    }
                     let Some(s) = stats.get(&spec.id) else {
                         continue;
                     };

@@ -236,6 +236,8 @@ pub struct NodeContext {
     pub cluster_name: String,
     /// The cluster id of this data directory.
     pub cluster_id: String,
+    /// How the journal is written.
+    pub journal_mode: crate::journal::JournalMode,
 }
 
 impl std::fmt::Debug for NodeContext {

@@ -249,7 +249,10 @@ impl Actor for ControlPlane {
     ) -> Result<Self::State, ActorProcessingErr> {
         ctx.dir.set_control(myself.clone());
         let store = ctx.store.clone();
-        let recovered = tokio::task::block_in_place(|| store.recover())?;
+        let recovered = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.recover()).await??
+        };
         for w in &recovered.warnings {
             warn!(store = %store.path().display(), "{w}");
         }
@@ -261,12 +264,13 @@ impl Actor for ControlPlane {
             "state recovered"
         );
         let me = myself.clone();
-        let writer = JournalWriter::start(store, ctx.metrics.clone(), move |ev| {
-            let _ = match ev {
-                WriterEvent::Durable { index } => me.cast(ControlPlaneMsg::Durable(index)),
-                WriterEvent::Failed { error } => me.cast(ControlPlaneMsg::JournalFailed(error)),
-            };
-        });
+        let writer =
+            JournalWriter::start(ctx.journal_mode, store, ctx.metrics.clone(), move |ev| {
+                let _ = match ev {
+                    WriterEvent::Durable { index } => me.cast(ControlPlaneMsg::Durable(index)),
+                    WriterEvent::Failed { error } => me.cast(ControlPlaneMsg::JournalFailed(error)),
+                };
+            });
         let now = ctx.now_ms();
         let mut core = Core {
             ctx,

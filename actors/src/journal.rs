@@ -58,10 +58,29 @@ pub enum WriterEvent {
     },
 }
 
-/// Handle to the writer thread; dropping it stops the thread after it drains its queue.
+/// How the journal is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JournalMode {
+    /// On the writer thread, with group commit (production).
+    #[default]
+    Threaded,
+    /// Synchronously in the caller (tests under a paused clock, where no real thread may run
+    /// concurrently with virtual time).
+    Inline,
+}
+
+/// Handle to the writer; dropping it stops the thread after it drains its queue.
 pub struct JournalWriter {
     tx: Option<SyncSender<WriterOp>>,
     thread: Option<JoinHandle<()>>,
+    inline: Option<Inline>,
+}
+
+struct Inline {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    report: Box<dyn Fn(WriterEvent) + Send>,
+    appended: u64,
 }
 
 impl std::fmt::Debug for JournalWriter {
@@ -71,12 +90,25 @@ impl std::fmt::Debug for JournalWriter {
 }
 
 impl JournalWriter {
-    /// Starts the writer. `report` is called from the writer thread.
+    /// Starts the writer. `report` is called from the writer thread (or inline).
     pub fn start(
+        mode: JournalMode,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         report: impl Fn(WriterEvent) + Send + 'static,
     ) -> Self {
+        if mode == JournalMode::Inline {
+            return Self {
+                tx: None,
+                thread: None,
+                inline: Some(Inline {
+                    store,
+                    metrics,
+                    report: Box::new(report),
+                    appended: 0,
+                }),
+            };
+        }
         let (tx, rx) = sync_channel(WRITER_QUEUE_MAX);
         let thread = std::thread::Builder::new()
             .name("hodei-journal".into())
@@ -85,11 +117,49 @@ impl JournalWriter {
         Self {
             tx: Some(tx),
             thread: Some(thread),
+            inline: None,
         }
     }
 
     /// Queues an operation (blocks only when the queue is full).
-    pub fn submit(&self, op: WriterOp) -> Result<(), String> {
+    pub fn submit(&mut self, op: WriterOp) -> Result<(), String> {
+        if let Some(i) = self.inline.as_mut() {
+            let (r, sync) = match op {
+                WriterOp::Append { entries, sync } => {
+                    if let Some(last) = entries.last() {
+                        i.appended = i.appended.max(last.index);
+                    }
+                    i.metrics.journal_entries.inc_by(entries.len() as u64);
+                    (i.store.append(&entries), sync)
+                }
+                WriterOp::Sync => (Ok(()), true),
+                WriterOp::Snapshot {
+                    state,
+                    index,
+                    at_ms,
+                } => {
+                    i.metrics.snapshots.inc();
+                    (i.store.write_snapshot(state, index, at_ms), true)
+                }
+            };
+            match r.and_then(|_| {
+                if sync {
+                    i.store.flush().map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }) {
+                Ok(()) if sync => (i.report)(WriterEvent::Durable { index: i.appended }),
+                Ok(()) => {}
+                Err(e) => {
+                    (i.report)(WriterEvent::Failed {
+                        error: e.to_string(),
+                    });
+                    return Err(e.to_string());
+                }
+            }
+            return Ok(());
+        }
         let tx = self.tx.as_ref().ok_or("journal writer stopped")?;
         match tx.try_send(op) {
             Ok(()) => Ok(()),

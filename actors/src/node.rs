@@ -36,6 +36,7 @@ use crate::autoscaler::Autoscaler;
 use crate::context::{Clock, Directory, NodeContext};
 use crate::control_plane::{ControlPlane, ControlPlaneMsg};
 use crate::gateway::Gateway;
+use crate::journal::JournalMode;
 use crate::logs::LogStore;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -135,6 +136,16 @@ fn sup_child(
 
 /// Starts a node: recovers the state and spawns the supervision tree.
 pub async fn start_node(config: Config, cluster_name: String) -> Result<NodeHandle, NodeError> {
+    start_node_with(config, cluster_name, JournalMode::Threaded).await
+}
+
+/// Like [`start_node`], choosing how the journal is written ([`JournalMode::Inline`] for actor
+/// tests under a paused clock).
+pub async fn start_node_with(
+    config: Config,
+    cluster_name: String,
+    journal_mode: JournalMode,
+) -> Result<NodeHandle, NodeError> {
     wire::set_max_message_bytes(config.node.max_message_bytes);
     let (store, logs) = open_data_dir(&config)?;
     let cluster_id = store.cluster_id()?;
@@ -147,6 +158,7 @@ pub async fn start_node(config: Config, cluster_name: String) -> Result<NodeHand
         store,
         cluster_name,
         cluster_id,
+        journal_mode,
     };
     let agents = LocalAgents::new();
     let c = ctx.clone();

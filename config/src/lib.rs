@@ -648,17 +648,28 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
     let id = PoolId::new(&name).map_err(|e| invalid(f("name"), &name, e.to_string()))?;
     let provider = match p.provider.as_deref().unwrap_or("local") {
         "local" => ProviderKind::Local,
+        "external" => ProviderKind::External,
         other => {
             return Err(invalid(
                 f("provider"),
                 other,
-                "unknown provider; available: local",
+                "unknown provider; available: local, external",
             ));
         }
     };
-    let min_workers = p.min.unwrap_or(1);
-    let max_workers = p.max.unwrap_or(min_workers.max(1));
-    if max_workers == 0 {
+    let external = provider == ProviderKind::External;
+    let min_workers = p.min.unwrap_or(if external { 0 } else { 1 });
+    let max_workers = p
+        .max
+        .unwrap_or(min_workers.max(if external { 0 } else { 1 }));
+    if external && (min_workers > 0 || max_workers > 0) {
+        return Err(invalid(
+            f("min"),
+            min_workers.max(max_workers),
+            "an external pool's agents are started outside Hodei: it has no min or max",
+        ));
+    }
+    if max_workers == 0 && !external {
         return Err(invalid(f("max"), 0, "must be at least 1"));
     }
     if min_workers > max_workers {

@@ -161,6 +161,9 @@ impl WorkerRecord {
 pub enum ProviderKind {
     /// Local `hodei agent` child processes (the embedded default).
     Local,
+    /// Agents started outside Hodei (by hand, systemd, a CI runner…) that register themselves
+    /// with `hodei agent --node ADDR --pool NAME`; never provisioned or scaled.
+    External,
 }
 
 impl ProviderKind {
@@ -168,6 +171,7 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Local => "local",
+            ProviderKind::External => "external",
         }
     }
 }

@@ -384,3 +384,18 @@ pub fn stdout(o: &Output) -> String {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// A plain HTTP/1.1 GET (for the metrics endpoint).
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
