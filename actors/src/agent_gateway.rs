@@ -136,10 +136,10 @@ impl Actor for AgentGateway {
                     }
                 }
                 // Output was stored above, before the control plane learns an attempt ended.
-                if !attempt_events.is_empty() {
-                    if let Some(c) = ctx.dir.control() {
-                        let _ = c.cast(ControlPlaneMsg::AttemptEvents(attempt_events));
-                    }
+                if !attempt_events.is_empty()
+                    && let Some(c) = ctx.dir.control()
+                {
+                    let _ = c.cast(ControlPlaneMsg::AttemptEvents(attempt_events));
                 }
             }
         }

@@ -27,6 +27,9 @@ use crate::supervisor::SupervisorMsg;
 use crate::wire::GatewayMsg;
 use crate::worker::WorkerMsg;
 
+/// A timer armed with `send_after` (abort it to cancel).
+pub type Timer<M> = tokio::task::JoinHandle<Result<(), ractor::MessagingErr<M>>>;
+
 /// The node's clock: wall-clock milliseconds anchored at start, advancing with tokio's clock
 /// (monotonic in production; virtual under `start_paused` tests).
 #[derive(Debug, Clone, Copy)]

@@ -792,24 +792,24 @@ impl ControlPlaneState {
             )));
             return Ok(());
         }
-        if let Some(k) = &spec.idempotency_key {
-            if let Some(id) = self.core.state.idempotent_job(&spec.tenant, k) {
-                let same = self.core.state.job(id).is_some_and(|j| j.spec == spec);
-                let r = if same {
-                    Ok(SubmitAck { id, existing: true })
-                } else {
-                    Err(ApiError::new(
-                        ApiErrorKind::Conflict,
-                        format!(
-                            "idempotency key {k:?} was already used by job {id} with a different spec"
-                        ),
-                    ))
-                };
-                self.after_durable(move |_, d| {
-                    let _ = reply.send(d.map_err(ApiError::unavailable).and(r));
-                });
-                return Ok(());
-            }
+        if let Some(k) = &spec.idempotency_key
+            && let Some(id) = self.core.state.idempotent_job(&spec.tenant, k)
+        {
+            let same = self.core.state.job(id).is_some_and(|j| j.spec == spec);
+            let r = if same {
+                Ok(SubmitAck { id, existing: true })
+            } else {
+                Err(ApiError::new(
+                    ApiErrorKind::Conflict,
+                    format!(
+                        "idempotency key {k:?} was already used by job {id} with a different spec"
+                    ),
+                ))
+            };
+            self.after_durable(move |_, d| {
+                let _ = reply.send(d.map_err(ApiError::unavailable).and(r));
+            });
+            return Ok(());
         }
         if self.core.state.active_jobs() >= self.core.ctx.config.jobs.max_active {
             let _ = reply.send(Err(ApiError::unavailable(format!(
@@ -1163,18 +1163,18 @@ impl ControlPlaneState {
                     }
                 }
                 Event::WorkerChanged { id, state } => {
-                    if let Some(pool) = self.core.state.worker(&id).map(|w| w.pool.clone()) {
-                        if let Some(p) = self.core.ctx.dir.pool(&pool) {
-                            let _ = p.cast(PoolMsg::WorkerChanged {
-                                id: id.clone(),
-                                state,
-                            });
-                        }
+                    if let Some(pool) = self.core.state.worker(&id).map(|w| w.pool.clone())
+                        && let Some(p) = self.core.ctx.dir.pool(&pool)
+                    {
+                        let _ = p.cast(PoolMsg::WorkerChanged {
+                            id: id.clone(),
+                            state,
+                        });
                     }
-                    if state == WorkerState::Terminated {
-                        if let Some(w) = self.core.ctx.dir.worker(&id) {
-                            let _ = w.cast(WorkerMsg::Terminated);
-                        }
+                    if state == WorkerState::Terminated
+                        && let Some(w) = self.core.ctx.dir.worker(&id)
+                    {
+                        let _ = w.cast(WorkerMsg::Terminated);
                     }
                     self.core.ctx.dir.kick_autoscaler();
                 }

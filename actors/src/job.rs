@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use hodei_runtime::job::StopCause;
 use hodei_runtime::{AttemptNo, ExitReport, JobId, WorkerId};
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::warn;
 
-use crate::context::NodeContext;
+use crate::context::{NodeContext, Timer};
 use crate::control_plane::ControlPlaneMsg;
 use crate::supervisor::{ChildSpec, Restart, child};
 use crate::wire::{AttemptRef, StopOrder};
@@ -62,7 +61,7 @@ pub struct JobState {
     id: JobId,
     timeout_ms: Option<u64>,
     live: Option<(AttemptRef, WorkerId)>,
-    timer: Option<JoinHandle<Result<(), ractor::MessagingErr<JobMsg>>>>,
+    timer: Option<Timer<JobMsg>>,
 }
 
 /// The actor.

@@ -112,14 +112,13 @@ impl LogStore {
             *clock += 1;
             let now = *clock;
             if !files.contains_key(&job) {
-                if files.len() >= OPEN_FILES_MAX {
-                    if let Some(oldest) = files
+                if files.len() >= OPEN_FILES_MAX
+                    && let Some(oldest) = files
                         .iter()
                         .min_by_key(|(_, o)| o.last_use)
                         .map(|(k, _)| *k)
-                    {
-                        files.remove(&oldest);
-                    }
+                {
+                    files.remove(&oldest);
                 }
                 let file = OpenOptions::new()
                     .create(true)

@@ -297,10 +297,10 @@ impl NodeHandle {
 
     /// An agent's cluster session closed: its worker is lost.
     pub fn agent_disconnected(&self, agent_node: &str) {
-        if let Some(w) = self.ctx.dir.peer_worker(agent_node) {
-            if let Some(a) = self.ctx.dir.worker(&w) {
-                let _ = a.cast(crate::worker::WorkerMsg::AgentDisconnected);
-            }
+        if let Some(w) = self.ctx.dir.peer_worker(agent_node)
+            && let Some(a) = self.ctx.dir.worker(&w)
+        {
+            let _ = a.cast(crate::worker::WorkerMsg::AgentDisconnected);
         }
     }
 

@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use hodei_runtime::scaling::ScalingDecision;
 use hodei_runtime::{PoolSpec, WorkerId, WorkerState};
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{info, warn};
 
-use crate::context::NodeContext;
+use crate::context::{NodeContext, Timer};
 use crate::control_plane::ControlPlaneMsg;
 use crate::provider::ProviderMsg;
 use crate::wire::PoolView;
@@ -53,7 +52,7 @@ impl ractor::Message for PoolMsg {}
 pub struct PoolState {
     ctx: NodeContext,
     spec: PoolSpec,
-    provisioning: BTreeMap<WorkerId, JoinHandle<Result<(), ractor::MessagingErr<PoolMsg>>>>,
+    provisioning: BTreeMap<WorkerId, Timer<PoolMsg>>,
     failures: u64,
     last_decision: Option<String>,
 }
@@ -124,10 +123,10 @@ impl Actor for Pool {
                 let _ = reply.send(());
             }
             PoolMsg::WorkerChanged { id, state } => {
-                if state != WorkerState::Provisioning {
-                    if let Some(t) = st.provisioning.remove(&id) {
-                        t.abort();
-                    }
+                if state != WorkerState::Provisioning
+                    && let Some(t) = st.provisioning.remove(&id)
+                {
+                    t.abort();
                 }
             }
             PoolMsg::RegisterDeadline(id) => {

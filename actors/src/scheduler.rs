@@ -14,10 +14,9 @@
 use std::time::Duration;
 
 use hodei_runtime::placement::place;
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::context::NodeContext;
+use crate::context::{NodeContext, Timer};
 use crate::control_plane::ControlPlaneMsg;
 
 /// Messages.
@@ -35,10 +34,7 @@ impl ractor::Message for SchedulerMsg {}
 pub struct SchedulerState {
     ctx: NodeContext,
     pending: bool,
-    wake: Option<(
-        u64,
-        JoinHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>,
-    )>,
+    wake: Option<(u64, Timer<SchedulerMsg>)>,
 }
 
 /// The actor.
@@ -118,10 +114,11 @@ impl Actor for Scheduler {
 
 impl SchedulerState {
     fn wake_at(&mut self, myself: &ActorRef<SchedulerMsg>, at_ms: u64, now_ms: u64) {
-        if let Some((t, h)) = &self.wake {
-            if *t <= at_ms && !h.is_finished() {
-                return;
-            }
+        if let Some((t, h)) = &self.wake
+            && *t <= at_ms
+            && !h.is_finished()
+        {
+            return;
         }
         if let Some((_, h)) = self.wake.take() {
             h.abort();

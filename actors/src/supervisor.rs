@@ -200,11 +200,11 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::StopChild(id) => {
-                if let Some(c) = state.children.remove(&id) {
-                    if let Some(cell) = c.cell {
-                        state.by_actor.remove(&cell.get_id());
-                        cell.stop(Some("stopped by supervisor".into()));
-                    }
+                if let Some(c) = state.children.remove(&id)
+                    && let Some(cell) = c.cell
+                {
+                    state.by_actor.remove(&cell.get_id());
+                    cell.stop(Some("stopped by supervisor".into()));
                 }
             }
             SupervisorMsg::RestartChild { id, generation } => {

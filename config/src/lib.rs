@@ -581,14 +581,14 @@ impl RawConfig {
                 "must be at least twice agents.heartbeat_interval",
             ));
         }
-        if let Some(b) = &agents.binary {
-            if !b.is_absolute() {
-                return Err(invalid(
-                    "agents.binary",
-                    b.display(),
-                    "must be an absolute path",
-                ));
-            }
+        if let Some(b) = &agents.binary
+            && !b.is_absolute()
+        {
+            return Err(invalid(
+                "agents.binary",
+                b.display(),
+                "must be an absolute path",
+            ));
         }
 
         let max_jobs_per_cycle = self.scheduler.max_jobs_per_cycle.unwrap_or(1024);

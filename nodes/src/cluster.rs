@@ -60,10 +60,10 @@ impl NodeEventSubscription for Forwarder {
         self.authenticated.insert(ses.node_id);
     }
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
-        if let Some(peer) = peer_name(&ses) {
-            if self.tx.try_send(SessionEvent::Ready { peer }).is_err() {
-                warn!("session event queue full; dropped a ready event");
-            }
+        if let Some(peer) = peer_name(&ses)
+            && self.tx.try_send(SessionEvent::Ready { peer }).is_err()
+        {
+            warn!("session event queue full; dropped a ready event");
         }
     }
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
@@ -262,19 +262,15 @@ impl ClusterNode {
                 reason: e.to_string(),
             })?;
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(SessionEvent::Ready { peer })) => return Ok(peer),
-                Ok(Some(SessionEvent::Disconnected { .. })) | Ok(None) => {
-                    return Err(ClusterError::Handshake { addr: addr.into() });
-                }
-                Err(_) => {
-                    return Err(ClusterError::Timeout {
-                        addr: addr.into(),
-                        secs: timeout.as_secs(),
-                    });
-                }
+        match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            Ok(Some(SessionEvent::Ready { peer })) => Ok(peer),
+            Ok(Some(SessionEvent::Disconnected { .. })) | Ok(None) => {
+                Err(ClusterError::Handshake { addr: addr.into() })
             }
+            Err(_) => Err(ClusterError::Timeout {
+                addr: addr.into(),
+                secs: timeout.as_secs(),
+            }),
         }
     }
 }

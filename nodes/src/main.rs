@@ -720,14 +720,14 @@ async fn print_logs(client: &Client, id: JobId, follow: bool) -> Result<(), Fail
             spinner.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             spinner.enable_steady_tick(Duration::from_millis(120));
         }
-        if !spinner.is_hidden() {
-            if let Ok(j) = client.get(id).await {
-                spinner.set_message(format!(
-                    "job {id} {} {}",
-                    j.state,
-                    j.reason.unwrap_or_default()
-                ));
-            }
+        if !spinner.is_hidden()
+            && let Ok(j) = client.get(id).await
+        {
+            spinner.set_message(format!(
+                "job {id} {} {}",
+                j.state,
+                j.reason.unwrap_or_default()
+            ));
         }
     }
 }

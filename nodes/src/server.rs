@@ -78,10 +78,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
                 SessionEvent::Disconnected {
                     peer: Some(peer), ..
                 } => {
-                    if let Some(w) = dir.peer_worker(&peer) {
-                        if let Some(a) = dir.worker(&w) {
-                            let _ = a.cast(hodei_actors::worker::WorkerMsg::AgentDisconnected);
-                        }
+                    if let Some(w) = dir.peer_worker(&peer)
+                        && let Some(a) = dir.worker(&w)
+                    {
+                        let _ = a.cast(hodei_actors::worker::WorkerMsg::AgentDisconnected);
                     }
                 }
                 _ => {}

@@ -314,12 +314,6 @@ pub struct ControlState {
     state_counts: BTreeMap<JobState, u64>,
 }
 
-impl Default for Epoch {
-    fn default() -> Self {
-        Epoch(0)
-    }
-}
-
 /// A pending job as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingJob {
@@ -941,26 +935,26 @@ impl ControlState {
         }
 
         // Free the worker's slot.
-        if let Some(w) = self.workers.get_mut(&worker_id) {
-            if w.running.remove(&(id, attempt_no)) {
-                w.allocated = w.allocated.saturating_sub(&req);
-                w.jobs_completed += 1;
-                if w.running.is_empty() && w.state == WorkerState::Busy {
-                    w.state = WorkerState::Idle;
-                    w.idle_since_ms = Some(at_ms);
-                    events.push(Event::WorkerChanged {
-                        id: worker_id.clone(),
-                        state: WorkerState::Idle,
-                    });
-                } else if w.running.is_empty() && w.state == WorkerState::Draining {
-                    w.idle_since_ms = Some(at_ms);
-                    events.push(Event::WorkerDrained {
-                        id: worker_id.clone(),
-                    });
-                }
-                if w.state.accepts_work() {
-                    events.push(Event::CapacityFreed { worker: worker_id });
-                }
+        if let Some(w) = self.workers.get_mut(&worker_id)
+            && w.running.remove(&(id, attempt_no))
+        {
+            w.allocated = w.allocated.saturating_sub(&req);
+            w.jobs_completed += 1;
+            if w.running.is_empty() && w.state == WorkerState::Busy {
+                w.state = WorkerState::Idle;
+                w.idle_since_ms = Some(at_ms);
+                events.push(Event::WorkerChanged {
+                    id: worker_id.clone(),
+                    state: WorkerState::Idle,
+                });
+            } else if w.running.is_empty() && w.state == WorkerState::Draining {
+                w.idle_since_ms = Some(at_ms);
+                events.push(Event::WorkerDrained {
+                    id: worker_id.clone(),
+                });
+            }
+            if w.state.accepts_work() {
+                events.push(Event::CapacityFreed { worker: worker_id });
             }
         }
         events
@@ -1197,9 +1191,9 @@ impl ControlState {
 pub fn fmt_ms(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", ms as f64 / 1000.0)

@@ -46,7 +46,9 @@ impl fmt::Display for AttemptNo {
 /// The control plane's fencing epoch. On a single node it is incremented every time the node
 /// starts (so results from before a restart are recognised as stale); in a cluster it is the
 /// leader's term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Epoch(pub u64);
 
 impl fmt::Display for Epoch {

@@ -409,14 +409,14 @@ impl JobSpec {
                 "command plus environment exceed 256 KiB",
             ));
         }
-        if let Some(d) = &self.working_dir {
-            if d.is_empty() || !d.starts_with('/') || d.contains('\0') {
-                return Err(invalid(
-                    "working_dir",
-                    d,
-                    "must be an absolute path (or omitted for a scratch directory)",
-                ));
-            }
+        if let Some(d) = &self.working_dir
+            && (d.is_empty() || !d.starts_with('/') || d.contains('\0'))
+        {
+            return Err(invalid(
+                "working_dir",
+                d,
+                "must be an absolute path (or omitted for a scratch directory)",
+            ));
         }
         self.resources.validate()?;
         validate_labels("label", &self.labels)?;
@@ -458,17 +458,16 @@ impl JobSpec {
                 "maximum backoff longer than one day",
             ));
         }
-        if let Some(k) = &self.idempotency_key {
-            if k.is_empty()
+        if let Some(k) = &self.idempotency_key
+            && (k.is_empty()
                 || k.len() > IDEMPOTENCY_KEY_LEN_MAX
-                || k.chars().any(|c| c.is_control())
-            {
-                return Err(invalid(
-                    "idempotency key",
-                    k,
-                    "1 to 256 characters, no control characters",
-                ));
-            }
+                || k.chars().any(|c| c.is_control()))
+        {
+            return Err(invalid(
+                "idempotency key",
+                k,
+                "1 to 256 characters, no control characters",
+            ));
         }
         Ok(())
     }

@@ -110,7 +110,7 @@ fn parse_decimal_scaled(s: &str, scale: u64) -> Option<u64> {
         let frac_v: u128 = frac.parse().ok()?;
         let denom: u128 = 10u128.pow(frac.len() as u32);
         let scaled = frac_v * scale as u128;
-        if scaled % denom != 0 {
+        if !scaled.is_multiple_of(denom) {
             return None;
         }
         value = value.checked_add(u64::try_from(scaled / denom).ok()?)?;
@@ -120,7 +120,7 @@ fn parse_decimal_scaled(s: &str, scale: u64) -> Option<u64> {
 
 /// Formats millicores the way they are written: `2`, `500m`.
 pub fn format_cpu_millis(m: u64) -> String {
-    if m % 1000 == 0 {
+    if m.is_multiple_of(1000) {
         format!("{}", m / 1000)
     } else {
         format!("{m}m")
@@ -135,7 +135,7 @@ pub fn format_bytes(b: u64) -> String {
         ("Mi", 1 << 20),
         ("Ki", 1 << 10),
     ] {
-        if b >= mult && b % mult == 0 {
+        if b >= mult && b.is_multiple_of(mult) {
             return format!("{}{suf}", b / mult);
         }
     }

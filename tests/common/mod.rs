@@ -147,10 +147,10 @@ labels = {{ suite = "e2e" }}
             Duration::from_secs(60),
             "the node to write node.addr",
             || {
-                if let Some(c) = self.child.as_mut() {
-                    if let Ok(Some(status)) = c.try_wait() {
-                        panic!("node exited early ({status}):\n{}", self.log());
-                    }
+                if let Some(c) = self.child.as_mut()
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    panic!("node exited early ({status}):\n{}", self.log());
                 }
                 std::fs::read_to_string(&addr_file).ok()
             },
@@ -210,8 +210,7 @@ labels = {{ suite = "e2e" }}
 
     /// Runs the CLI and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.cli().args(args).output().expect("run hodei");
-        out
+        self.cli().args(args).output().expect("run hodei")
     }
 
     /// Runs the CLI; panics (with both streams and the node log) unless it exits 0.
@@ -348,10 +347,10 @@ pub fn processes_with_env(needle: &str) -> Vec<u32> {
         if zombie {
             continue;
         }
-        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
-            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-                out.push(pid);
-            }
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+            && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+        {
+            out.push(pid);
         }
     }
     out

@@ -362,14 +362,15 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
     };
 
     loop {
-        if let Some(why) = &exiting {
-            if live.is_empty() && executor.running().is_empty() {
-                let why = why.clone();
-                // Let the last reports leave before the session closes.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                executor_actor.stop(None);
-                return Ok(why);
-            }
+        if let Some(why) = &exiting
+            && live.is_empty()
+            && executor.running().is_empty()
+        {
+            let why = why.clone();
+            // Let the last reports leave before the session closes.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            executor_actor.stop(None);
+            return Ok(why);
         }
         tokio::select! {
             Some(cmd) = cmd_rx.recv() => match cmd {

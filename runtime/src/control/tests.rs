@@ -517,9 +517,7 @@ fn check_invariants(s: &ControlState) -> Result<(), TestCaseError> {
         prop_assert!(j.charged_attempts <= j.spec.retry.max_retries + 1);
     }
     for w in s.workers.values() {
-        prop_assert!(
-            w.running.len() as u32 <= w.slots.max(0) || w.state == WorkerState::Terminated
-        );
+        prop_assert!(w.running.len() as u32 <= w.slots || w.state == WorkerState::Terminated);
         prop_assert!(
             w.allocated.fits_in(&w.capacity),
             "worker {} over-committed",
