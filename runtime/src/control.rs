@@ -303,6 +303,10 @@ pub struct ControlState {
     /// Pending queue: (priority rank, seq) order.
     #[serde(skip)]
     pending: BTreeSet<(u8, u64, JobId)>,
+    /// Pending jobs waiting out a retry backoff, by the end of the backoff (entries whose time
+    /// has passed are harmless; they leave when the job leaves Pending).
+    #[serde(skip)]
+    backoff: BTreeSet<(u64, JobId)>,
     /// Finished jobs by finish time (retention order).
     #[serde(skip)]
     finished: BTreeSet<(u64, JobId)>,
@@ -376,6 +380,7 @@ impl ControlState {
     /// Rebuilds the derived indices from the primary data (after decoding a snapshot).
     pub fn rebuild_indices(&mut self) {
         self.pending.clear();
+        self.backoff.clear();
         self.finished.clear();
         self.idempotency.clear();
         self.state_counts.clear();
@@ -383,6 +388,9 @@ impl ControlState {
             *self.state_counts.entry(j.state).or_default() += 1;
             if j.state == JobState::Pending {
                 self.pending.insert((j.spec.priority.rank(), j.seq, *id));
+                if j.not_before_ms > 0 {
+                    self.backoff.insert((j.not_before_ms, *id));
+                }
             }
             if j.state.is_terminal() {
                 self.finished.insert((j.finished_at_ms.unwrap_or(0), *id));
@@ -468,15 +476,12 @@ impl ControlState {
         let free_slots: usize = workers.iter().map(|w| w.free_slots as usize).sum();
         let max_jobs = max_jobs.min(free_slots.saturating_mul(CANDIDATES_PER_FREE_SLOT));
         let mut jobs = Vec::with_capacity(max_jobs.min(self.pending.len()));
-        let mut next_wake_ms: Option<u64> = None;
-        for (_, _, id) in &self.pending {
-            let Some(j) = self.jobs.get(id) else { continue };
-            if j.not_before_ms > now_ms {
-                next_wake_ms =
-                    Some(next_wake_ms.map_or(j.not_before_ms, |w| w.min(j.not_before_ms)));
-                continue;
-            }
-            if jobs.len() < max_jobs {
+        if max_jobs > 0 {
+            for (_, _, id) in &self.pending {
+                let Some(j) = self.jobs.get(id) else { continue };
+                if j.not_before_ms > now_ms {
+                    continue;
+                }
                 jobs.push(PendingJob {
                     id: *id,
                     priority: j.spec.priority,
@@ -485,10 +490,16 @@ impl ControlState {
                     tenant: j.spec.tenant.clone(),
                     next_attempt: AttemptNo(j.attempts.len() as u32 + 1),
                 });
-            } else if next_wake_ms.is_some() || max_jobs == 0 {
-                break;
+                if jobs.len() >= max_jobs {
+                    break;
+                }
             }
         }
+        let next_wake_ms = self
+            .backoff
+            .range((now_ms + 1, JobId(0))..)
+            .next()
+            .map(|(t, _)| *t);
         SchedulingView {
             now_ms,
             epoch: self.epoch,
@@ -585,13 +596,18 @@ impl ControlState {
         j.state = to;
         let key = (j.spec.priority.rank(), j.seq, id);
         let finished_at = j.finished_at_ms.unwrap_or(0);
+        let not_before = j.not_before_ms;
         self.count_state(from, -1);
         self.count_state(to, 1);
         if from == JobState::Pending {
             self.pending.remove(&key);
+            self.backoff.remove(&(not_before, id));
         }
         if to == JobState::Pending {
             self.pending.insert(key);
+            if not_before > 0 {
+                self.backoff.insert((not_before, id));
+            }
         }
         if to.is_terminal() {
             self.finished.insert((finished_at, id));

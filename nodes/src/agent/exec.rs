@@ -404,13 +404,78 @@ struct Inner {
     rt: tokio::runtime::Handle,
     attempts: Mutex<HashMap<AttemptKey, Arc<AttemptCtl>>>,
     /// Number of attempt tasks that have not finished yet (Exited sent and
-    /// scratch dir removed).
+    /// scratch dir released).
     live: watch::Sender<usize>,
+    /// Empty scratch directories ready for the next attempt.
+    scratch: Mutex<ScratchPool>,
 }
+
+/// Scratch directories are reused: creating and removing a directory per attempt costs more
+/// than a short job (two journaled metadata operations), so an attempt gets an empty directory
+/// from this pool and gives it back emptied — or removed, if the job left anything in it or
+/// changed its mode.
+#[derive(Debug, Default)]
+struct ScratchPool {
+    free: Vec<PathBuf>,
+    next: u64,
+}
+
+/// Most empty scratch directories kept for reuse.
+pub const SCRATCH_POOL_MAX: usize = 64;
 
 impl Inner {
     fn attempts(&self) -> std::sync::MutexGuard<'_, HashMap<AttemptKey, Arc<AttemptCtl>>> {
         self.attempts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn scratch(&self) -> std::sync::MutexGuard<'_, ScratchPool> {
+        self.scratch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An empty scratch directory (mode 0700, owned by `run_as`).
+    fn acquire_scratch(&self) -> std::io::Result<PathBuf> {
+        let n = {
+            let mut pool = self.scratch();
+            if let Some(dir) = pool.free.pop() {
+                return Ok(dir);
+            }
+            pool.next += 1;
+            pool.next
+        };
+        let dir = self.cfg.work_dir.join(format!("s{n}"));
+        attempt::create_scratch(&dir, self.cfg.run_as)?;
+        Ok(dir)
+    }
+
+    /// Gives a scratch directory back: reused if the job left it empty and unchanged, removed
+    /// otherwise (on a blocking thread when it has contents).
+    async fn release_scratch(&self, dir: PathBuf) {
+        use std::os::unix::fs::MetadataExt;
+        let want_uid = self
+            .cfg
+            .run_as
+            .map_or_else(|| nix::unistd::geteuid().as_raw(), |r| r.uid);
+        let pristine = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.mode() & 0o7777 == 0o700 && m.uid() == want_uid)
+            && std::fs::read_dir(&dir).is_ok_and(|mut it| it.next().is_none());
+        if pristine {
+            let mut pool = self.scratch();
+            if pool.free.len() < SCRATCH_POOL_MAX {
+                pool.free.push(dir);
+                return;
+            }
+        }
+        if std::fs::remove_dir(&dir).is_ok() {
+            return;
+        }
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err((dir, err)),
+            _ => Ok(()),
+        })
+        .await;
+        if let Ok(Err((dir, err))) = removed {
+            tracing::warn!(dir = %dir.display(), %err, "cannot remove scratch dir");
+        }
     }
 }
 
@@ -451,6 +516,7 @@ impl Executor {
                 events,
                 rt,
                 attempts: Mutex::new(HashMap::new()),
+                scratch: Mutex::new(ScratchPool::default()),
                 live: watch::Sender::new(0),
             }),
         })
@@ -522,6 +588,11 @@ impl Executor {
                 ctl.request_stop(grace, cause);
             }
             if *live.borrow_and_update() == 0 || live.changed().await.is_err() {
+                // Nothing runs: the pooled scratch directories go too.
+                let free = std::mem::take(&mut self.inner.scratch().free);
+                for dir in free {
+                    let _ = std::fs::remove_dir(dir);
+                }
                 return;
             }
         }

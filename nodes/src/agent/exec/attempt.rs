@@ -118,18 +118,8 @@ pub(super) async fn run(
     );
     guard.unregister();
     let _ = inner.events.send(ExecEvent::Exited { key, outcome }).await;
-    // Most jobs leave their scratch directory empty: a plain rmdir is one cheap syscall; only
-    // a non-empty one goes to a blocking thread for the recursive removal.
-    let scratch = scratch.filter(|dir| std::fs::remove_dir(dir).is_err());
     if let Some(dir) = scratch {
-        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err((dir, err)),
-            _ => Ok(()),
-        })
-        .await;
-        if let Ok(Err((dir, err))) = removed {
-            tracing::warn!(job_id = key.job_id, attempt = key.attempt, dir = %dir.display(), %err, "cannot remove scratch dir");
-        }
+        inner.release_scratch(dir).await;
     }
     drop(guard);
 }
@@ -143,7 +133,7 @@ fn spawn_failed(reason: String) -> ExitOutcome {
 
 /// Creates the scratch directory (mode 0700, owned by `run_as`), replacing a
 /// stale one left by an earlier agent.
-fn create_scratch(dir: &Path, owner: Option<super::RunAs>) -> std::io::Result<()> {
+pub(super) fn create_scratch(dir: &Path, owner: Option<super::RunAs>) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.mode(0o700);
     match builder.create(dir) {
@@ -189,14 +179,16 @@ async fn supervise(
             }
             (dir.clone(), None)
         }
-        None => {
-            let dir = cfg.work_dir.join(format!("{}-{}", key.job_id, key.attempt));
-            if let Err(err) = create_scratch(&dir, cfg.run_as) {
-                let reason = format!("cannot create scratch directory {}: {err}", dir.display());
+        None => match inner.acquire_scratch() {
+            Ok(dir) => (dir.clone(), Some(dir)),
+            Err(err) => {
+                let reason = format!(
+                    "cannot create a scratch directory in {}: {err}",
+                    cfg.work_dir.display()
+                );
                 return (spawn_failed(reason), None);
             }
-            (dir.clone(), Some(dir))
-        }
+        },
     };
 
     // Resolve the program against the job's PATH here, as execvp would: std only takes the

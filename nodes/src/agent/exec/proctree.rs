@@ -87,14 +87,14 @@ pub(super) fn token_entry(token: &str) -> Vec<u8> {
 /// Children of this process (all its threads), or `None` if that cannot be
 /// read reliably.
 fn own_children() -> Option<Vec<i32>> {
-    let mut out = Vec::new();
-    for task in fs::read_dir("/proc/self/task").ok()? {
-        let list = fs::read_to_string(task.ok()?.path().join("children")).ok()?;
-        for pid in list.split_ascii_whitespace() {
-            out.push(pid.parse().ok()?);
-        }
-    }
-    Some(out)
+    // Orphans re-parented to a subreaper go to its thread-group leader (the kernel's
+    // `find_alive_thread` starts there), so the leader's list holds every leftover; roots
+    // spawned from other threads may be missing from it, which only makes the check stricter.
+    let list =
+        fs::read_to_string(format!("/proc/self/task/{}/children", std::process::id())).ok()?;
+    list.split_ascii_whitespace()
+        .map(|p| p.parse().ok())
+        .collect()
 }
 
 /// Whether `pid` has an open fd whose link text is one of `links`.

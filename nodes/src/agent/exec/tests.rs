@@ -563,7 +563,8 @@ async fn drain_deadline_bounds_a_leaked_pipe() {
         .write(true)
         .open(format!("/proc/{pid}/fd/1"))
         .expect("open the job's stdout");
-    std::fs::write(h.exec.config().work_dir.join("1-1").join("go"), "").unwrap();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).expect("the job's cwd");
+    std::fs::write(cwd.join("go"), "").unwrap();
     let (outcome, events) = h.wait_exited(key).await;
     drop(leak);
     assert_eq!(outcome.exit_code, Some(0), "{outcome:?}");
@@ -686,10 +687,10 @@ async fn spawn_errors_are_reported_as_exits() {
     let (key, _) = h.launch(4, &["/bin/true"]);
     let (outcome, _) = h.wait_exited(key).await;
     assert!(outcome.success(), "{outcome:?}");
+    h.exec.stop_all(Duration::ZERO, StopCause::Shutdown).await;
     let work = h.exec.config().work_dir.clone();
-    for job in 1..=4 {
-        wait_removed(&work.join(format!("{job}-1"))).await;
-    }
+    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    assert!(left.is_empty(), "scratch dirs left: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,19 +727,39 @@ async fn explicit_working_dir_is_used_and_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scratch_dir_is_cwd_and_removed_afterwards() {
+async fn scratch_dir_is_cwd_and_never_handed_on_dirty() {
     let h = Harness::new("scratch");
     let (key, _) = h.launch_sh(7, "pwd; echo data > file; sleep 300");
     let out = h.wait_stdout(key, "\n").await;
-    let scratch = h.exec.config().work_dir.join("7-1");
-    assert_eq!(Path::new(out.trim()), scratch.canonicalize().unwrap());
+    let scratch = PathBuf::from(out.trim());
+    assert!(
+        scratch.starts_with(h.exec.config().work_dir.canonicalize().unwrap()),
+        "{scratch:?}"
+    );
     let meta = std::fs::metadata(&scratch).expect("scratch dir exists during the run");
     assert!(meta.is_dir());
     assert_eq!(meta.permissions().mode() & 0o777, 0o700);
     h.exec.stop(key, Duration::ZERO, StopCause::Cancel);
     let (outcome, _) = h.wait_exited(key).await;
     assert_eq!(outcome.stopped_by, Some(StopCause::Cancel));
+    // The job left a file: that directory is removed, not reused.
     wait_removed(&scratch).await;
+    // A clean job's directory is reused, and the next job finds it empty.
+    let (k1, _) = h.launch_sh(8, "pwd");
+    let (o1, e1) = h.wait_exited(k1).await;
+    assert!(o1.success());
+    let (k2, _) = h.launch_sh(9, "pwd; ls -A | wc -l");
+    let (o2, e2) = h.wait_exited(k2).await;
+    assert!(o2.success());
+    let first = text(&e1, Stream::Stdout);
+    let second = text(&e2, Stream::Stdout);
+    let mut lines = second.lines();
+    assert_eq!(
+        lines.next(),
+        Some(first.trim()),
+        "the same directory was reused"
+    );
+    assert_eq!(lines.next().map(str::trim), Some("0"), "and it was empty");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
