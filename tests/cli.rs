@@ -192,6 +192,15 @@ fn json_output_has_the_documented_fields_and_logs_are_retrievable() {
     );
     let filtered = node.ok(&["jobs", "--state", "failed", "-o", "json"]);
     assert_eq!(filtered.trim(), "[]");
+    node.submit(&["--tenant", "other", "--label", "team=web"], &["true"]);
+    let by_tenant: Vec<serde_json::Value> =
+        serde_json::from_str(&node.ok(&["jobs", "--tenant", "acme", "-o", "json"])).unwrap();
+    assert_eq!(by_tenant.len(), 1);
+    assert_eq!(by_tenant[0]["id"], id);
+    let by_label: Vec<serde_json::Value> =
+        serde_json::from_str(&node.ok(&["jobs", "--label", "team=web", "-o", "json"])).unwrap();
+    assert_eq!(by_label.len(), 1);
+    assert_eq!(by_label[0]["tenant"], "other");
     let workers = node.ok(&["workers"]);
     assert!(workers.contains("local-1"), "{workers}");
     let pools = node.ok(&["pools"]);

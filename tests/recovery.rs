@@ -263,3 +263,51 @@ fn a_crashed_scheduler_restarts_and_every_queued_job_runs_exactly_once() {
         "the supervisor restarted the scheduler"
     );
 }
+
+#[test]
+fn an_agent_that_loses_its_node_for_the_lease_stops_its_jobs_and_exits() {
+    let node = TestNode::start(NodeOpts {
+        workers: 1,
+        slots: 1,
+        ..Default::default()
+    });
+    node.wait_workers(1);
+    let mark = marker("lease");
+    let env = format!("E2E_MARK={mark}");
+    let id = node.submit(
+        &["--env", &env],
+        &["sh", "-c", "setsid sleep 300 & sleep 300"],
+    );
+    node.wait_state(id, "running", Duration::from_secs(30));
+    let agent = node.workers()[0]["pid"].as_u64().unwrap() as i32;
+    wait_for(Duration::from_secs(10), "the job's processes", || {
+        (processes_with_env(&env).len() >= 2).then_some(())
+    });
+    // Freeze the node: its sessions stay open but nothing answers (a hung control plane).
+    let node_pid = nix::unistd::Pid::from_raw(node.pid().unwrap() as i32);
+    nix::sys::signal::kill(node_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let frozen = Instant::now();
+    // Lease 3 s + stop grace 1 s: the agent stops the job and exits on its own.
+    wait_for(
+        Duration::from_secs(20),
+        "the agent to stop its job after losing its lease",
+        || processes_with_env(&env).is_empty().then_some(()),
+    );
+    wait_for(Duration::from_secs(10), "the agent to exit", || {
+        (nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), None).is_err()
+            || std::fs::read_to_string(format!("/proc/{agent}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    });
+    let waited = frozen.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "not before the lease ran out: {waited:?}"
+    );
+    nix::sys::signal::kill(node_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let j = node.wait_state(id, "failed", Duration::from_secs(30));
+    assert!(
+        j["reason"].as_str().unwrap().starts_with("worker lost"),
+        "{j}"
+    );
+}
