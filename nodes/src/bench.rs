@@ -13,11 +13,11 @@ use crate::{Client, JobSpec};
 /// Options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobsBenchArgs {
-    /// Local agents.
-    #[arg(long, default_value_t = 1)]
+    /// Local agents (workers x slots = the 8 local slots by default).
+    #[arg(long, default_value_t = 2)]
     pub workers: u32,
-    /// Slots per agent (workers x slots = 8 by default).
-    #[arg(long, default_value_t = 8)]
+    /// Slots per agent.
+    #[arg(long, default_value_t = 4)]
     pub slots: u32,
     /// Jobs in the throughput run (w1).
     #[arg(long, default_value_t = 2000)]

@@ -4,7 +4,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use comfy_table::{Table, presets};
 use hodei_actors::wire::{JobView, PoolView, WorkerView};
-use hodei_runtime::resources::{format_bytes, format_cpu_millis};
+use hodei_runtime::resources::{format_bytes, format_bytes_approx, format_cpu_millis};
 use serde::Serialize;
 
 /// Output format.
@@ -226,7 +226,7 @@ pub fn workers_table(ws: &[WorkerView]) -> String {
             w.slots.to_string(),
             w.running.to_string(),
             format_cpu_millis(w.capacity.cpu_millis),
-            format_bytes(w.capacity.memory_bytes),
+            format_bytes_approx(w.capacity.memory_bytes),
             w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             w.jobs_completed.to_string(),
             ago(w.provisioned_at_ms),
@@ -259,7 +259,7 @@ pub fn pools_table(ps: &[PoolView]) -> String {
             p.max_workers.to_string(),
             p.slots.to_string(),
             format_cpu_millis(p.capacity.cpu_millis),
-            format_bytes(p.capacity.memory_bytes),
+            format_bytes_approx(p.capacity.memory_bytes),
             if p.workers.is_empty() {
                 "0".into()
             } else {

@@ -142,6 +142,26 @@ pub fn format_bytes(b: u64) -> String {
     format!("{b}")
 }
 
+/// Formats bytes for people, rounded to one decimal: `23.5Gi`, `512Mi`, `100`.
+pub fn format_bytes_approx(b: u64) -> String {
+    for (suf, mult) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
+        if b >= mult {
+            let v = b as f64 / mult as f64;
+            return if (v - v.round()).abs() < 0.05 {
+                format!("{}{suf}", v.round() as u64)
+            } else {
+                format!("{v:.1}{suf}")
+            };
+        }
+    }
+    format!("{b}")
+}
+
 /// A resource vector: a job's request, a worker's capacity, or what is free.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Resources {
