@@ -205,13 +205,6 @@ impl Directory {
         self.inner.jobs.len()
     }
 
-    /// Wakes the scheduler (coalesced by the scheduler).
-    pub fn kick_scheduler(&self) {
-        if let Some(s) = self.scheduler() {
-            let _ = s.cast(SchedulerMsg::Kick);
-        }
-    }
-
     /// Wakes the autoscaler (coalesced by the autoscaler).
     pub fn kick_autoscaler(&self) {
         if let Some(a) = self.autoscaler() {

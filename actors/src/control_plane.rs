@@ -32,6 +32,7 @@ use crate::job::{JobInit, JobMsg, job_child};
 use crate::journal::{JournalWriter, WriterEvent, WriterOp};
 use crate::metrics::{PoolStateLabel, StateLabel};
 use crate::pool::PoolMsg;
+use crate::scheduler::SchedulerMsg;
 use crate::supervisor::SupervisorMsg;
 use crate::views::{job_view, worker_view};
 use crate::wire::{
@@ -48,6 +49,8 @@ pub const WAITERS_MAX: usize = 100_000;
 pub const TICK_MS: u64 = 1_000;
 /// How often retention purges run.
 pub const PURGE_EVERY_MS: u64 = 60_000;
+/// A scheduler that has not answered a view this long is sent a fresh one.
+pub const SCHEDULER_ANSWER_SECS: u64 = 10;
 
 type Reply<T> = RpcReplyPort<Result<T, ApiError>>;
 
@@ -78,8 +81,14 @@ pub enum ControlPlaneMsg {
         /// Answer (the job as it is after the request).
         reply: Reply<JobView>,
     },
-    /// A scheduling plan to re-check and commit.
+    /// A scheduling plan to re-check and commit (the scheduler's answer to a view).
     ApplyPlan(Plan),
+    /// The scheduler wants a view (a backoff ended, or it restarted: `reset` forgets the view
+    /// it may have lost).
+    ScheduleRequested {
+        /// The scheduler restarted.
+        reset: bool,
+    },
     /// What agents reported about attempts, in order.
     AttemptEvents(Vec<AttemptEvent>),
     /// An attempt's process tree ended (or is given up on by its job actor).
@@ -225,6 +234,10 @@ pub struct Core {
     pending_reasons: HashMap<JobId, String>,
     last_purge_ms: u64,
     stopping: bool,
+    /// Something changed that may let jobs be placed: send the scheduler a view.
+    sched_dirty: bool,
+    /// A view is with the scheduler; the next one waits for its plan.
+    sched_in_flight: Option<tokio::time::Instant>,
 }
 
 /// State.
@@ -286,6 +299,8 @@ impl Actor for ControlPlane {
             pending_reasons: HashMap::new(),
             last_purge_ms: now,
             stopping: false,
+            sched_dirty: true,
+            sched_in_flight: None,
         };
         let node = core.ctx.config.node.name.clone();
         let events = core
@@ -326,6 +341,7 @@ impl Actor for ControlPlane {
     ) -> Result<(), ActorProcessingErr> {
         st.on_message(msg)?;
         st.send_outbox()?;
+        st.core.offer_view();
         Ok(())
     }
 }
@@ -336,8 +352,17 @@ impl ControlPlaneState {
         match msg {
             ControlPlaneMsg::Submit { spec, reply } => st.on_submit(spec, reply)?,
             ControlPlaneMsg::Cancel { id, reason, reply } => st.on_cancel(id, reason, reply)?,
-            ControlPlaneMsg::ApplyPlan(_) if st.core.stopping => {}
-            ControlPlaneMsg::ApplyPlan(plan) => st.on_apply_plan(plan)?,
+            ControlPlaneMsg::ApplyPlan(_) if st.core.stopping => st.core.sched_in_flight = None,
+            ControlPlaneMsg::ApplyPlan(plan) => {
+                st.core.sched_in_flight = None;
+                st.on_apply_plan(plan)?;
+            }
+            ControlPlaneMsg::ScheduleRequested { reset } => {
+                if reset {
+                    st.core.sched_in_flight = None;
+                }
+                st.core.sched_dirty = true;
+            }
             ControlPlaneMsg::AttemptEvents(events) => {
                 let at_ms = st.core.ctx.now_ms();
                 for ev in events {
@@ -488,7 +513,7 @@ impl ControlPlaneState {
                 for id in ids {
                     st.core.ensure_job_actor(id);
                 }
-                st.core.ctx.dir.kick_scheduler();
+                st.core.sched_dirty = true;
                 st.core.ctx.dir.kick_autoscaler();
             }
             ControlPlaneMsg::EnsureWorkerActors => {
@@ -616,6 +641,31 @@ impl Core {
         self.sync_requested = self.last_index;
         self.since_snapshot = 0;
         Ok(())
+    }
+
+    /// Sends the scheduler a view when something changed and it is not busy with the previous
+    /// one (coalescing every change made meanwhile into the next view).
+    fn offer_view(&mut self) {
+        if !self.sched_dirty || self.stopping {
+            return;
+        }
+        if let Some(since) = self.sched_in_flight {
+            if since.elapsed() < Duration::from_secs(SCHEDULER_ANSWER_SECS) {
+                return;
+            }
+            warn!("the scheduler did not answer a view in time; sending a new one");
+        }
+        let Some(s) = self.ctx.dir.scheduler() else {
+            return;
+        };
+        let view = self.state.scheduling_view(
+            self.ctx.now_ms(),
+            self.ctx.config.scheduler.max_jobs_per_cycle,
+        );
+        self.sched_dirty = false;
+        if s.cast(SchedulerMsg::Plan(view)).is_ok() {
+            self.sched_in_flight = Some(tokio::time::Instant::now());
+        }
     }
 
     fn view(&self, id: JobId) -> Option<JobView> {
@@ -900,7 +950,7 @@ impl ControlPlaneState {
             }
         }
         if rejected > 0 {
-            self.core.ctx.dir.kick_scheduler();
+            self.core.sched_dirty = true;
         }
         Ok(())
     }
@@ -1058,7 +1108,7 @@ impl ControlPlaneState {
             match ev {
                 Event::JobQueued { id, .. } => {
                     self.core.ensure_job_actor(id);
-                    self.core.ctx.dir.kick_scheduler();
+                    self.core.sched_dirty = true;
                     self.core.ctx.dir.kick_autoscaler();
                 }
                 Event::JobAssigned {
@@ -1108,7 +1158,7 @@ impl ControlPlaneState {
                     if let Some(j) = self.core.ctx.dir.job(&id) {
                         let _ = j.cast(JobMsg::Requeued);
                     }
-                    self.core.ctx.dir.kick_scheduler();
+                    self.core.sched_dirty = true;
                     self.core.ctx.dir.kick_autoscaler();
                 }
                 Event::JobFinished { id, state } => {
@@ -1183,7 +1233,7 @@ impl ControlPlaneState {
                         let _ = w.cast(WorkerMsg::Drained);
                     }
                 }
-                Event::CapacityFreed { .. } => self.core.ctx.dir.kick_scheduler(),
+                Event::CapacityFreed { .. } => self.core.sched_dirty = true,
                 Event::JobsPurged { ids } => {
                     for id in ids {
                         self.core.pending_reasons.remove(&id);

@@ -6,10 +6,11 @@
 //! State: nothing durable — it reads a fresh view from the control plane for every cycle, so a
 //! restarted scheduler simply runs its next cycle.
 //!
-//! A cycle: get the view (schedulable pending jobs in queue order, workers with free slots),
-//! place, send the plan to the control plane, which re-checks every placement against its
-//! current state before committing it. Kicks (a job queued, capacity freed) are coalesced into
-//! one cycle; a timer wakes it when the earliest retry backoff ends.
+//! A cycle: the control plane sends a view (schedulable pending jobs in queue order, workers
+//! with free slots) whenever something changed and the previous view has been answered; the
+//! scheduler places and answers with the plan, which the control plane re-checks against its
+//! current state before committing it. Changes made while a view is out are coalesced into the
+//! next one. A timer asks for a view when the earliest retry backoff ends.
 
 use std::time::Duration;
 
@@ -21,10 +22,10 @@ use crate::control_plane::ControlPlaneMsg;
 
 /// Messages.
 pub enum SchedulerMsg {
-    /// Something changed: run a cycle soon.
+    /// Ask the control plane for a view (timer).
     Kick,
-    /// Run a cycle now.
-    Cycle,
+    /// Plan this view.
+    Plan(hodei_runtime::control::SchedulingView),
     /// Fault injection: fail (tests the restart path).
     InjectFault,
 }
@@ -33,7 +34,6 @@ impl ractor::Message for SchedulerMsg {}
 /// State.
 pub struct SchedulerState {
     ctx: NodeContext,
-    pending: bool,
     wake: Option<(u64, Timer<SchedulerMsg>)>,
 }
 
@@ -52,13 +52,11 @@ impl Actor for Scheduler {
         ctx: NodeContext,
     ) -> Result<Self::State, ActorProcessingErr> {
         ctx.dir.set_scheduler(myself.clone());
-        // A (re)started scheduler looks at the queue at once.
-        myself.cast(SchedulerMsg::Kick)?;
-        Ok(SchedulerState {
-            ctx,
-            pending: false,
-            wake: None,
-        })
+        // A (re)started scheduler asks for a view at once, forgetting one its predecessor lost.
+        if let Some(c) = ctx.dir.control() {
+            let _ = c.cast(ControlPlaneMsg::ScheduleRequested { reset: true });
+        }
+        Ok(SchedulerState { ctx, wake: None })
     }
 
     async fn post_stop(
@@ -81,29 +79,19 @@ impl Actor for Scheduler {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SchedulerMsg::Kick => {
-                if !st.pending {
-                    st.pending = true;
-                    myself.cast(SchedulerMsg::Cycle)?;
+                if let Some(c) = st.ctx.dir.control() {
+                    c.cast(ControlPlaneMsg::ScheduleRequested { reset: false })?;
                 }
             }
-            SchedulerMsg::Cycle => {
-                st.pending = false;
-                let Some(control) = st.ctx.dir.control() else {
-                    return Ok(());
-                };
-                let max_jobs = st.ctx.config.scheduler.max_jobs_per_cycle;
-                let view = ractor::call_t!(
-                    control,
-                    |reply| ControlPlaneMsg::GetSchedulingView { max_jobs, reply },
-                    10_000
-                )?;
+            SchedulerMsg::Plan(view) => {
                 st.ctx.metrics.scheduling_cycles.inc();
-                if !view.jobs.is_empty() {
-                    let plan = place(&view);
-                    control.cast(ControlPlaneMsg::ApplyPlan(plan))?;
-                }
+                let plan = place(&view);
                 if let Some(at) = view.next_wake_ms {
                     st.wake_at(&myself, at, view.now_ms);
+                }
+                // Always answer, even with an empty plan: the answer frees the next view.
+                if let Some(c) = st.ctx.dir.control() {
+                    c.cast(ControlPlaneMsg::ApplyPlan(plan))?;
                 }
             }
             SchedulerMsg::InjectFault => return Err("injected fault in scheduler".into()),

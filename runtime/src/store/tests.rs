@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::StoreError;
 use crate::ids::{JobId, NodeId};
 use crate::job::JobSpec;
 
@@ -44,7 +45,7 @@ fn journal_survives_a_reopen_and_replays_in_order() {
         cmds.extend((0..10).map(submit));
         journal(&s, &mut st, 1, cmds);
     }
-    let s = Store::open(dir.path(), 8 << 20).unwrap();
+    let s = testing::reopen(dir.path());
     let r = s.recover().unwrap();
     assert_eq!(r.last_index, 11);
     assert_eq!(r.replayed, 11);
@@ -92,7 +93,7 @@ fn a_corrupt_or_truncated_newest_snapshot_falls_back_to_the_previous_one() {
             journal(&s, &mut st, i2 + 1, vec![submit(3)]);
         }
         assert!(damage(dir.path(), SnapshotSlot::Current));
-        let s = Store::open(dir.path(), 8 << 20).unwrap();
+        let s = testing::reopen(dir.path());
         let r = s.recover().unwrap();
         assert_eq!(
             r.snapshot_index,
@@ -121,7 +122,17 @@ fn data_of_another_format_version_is_refused_with_a_clear_message() {
         journal(&s, &mut st, 1, vec![started()]);
     }
     testing::set_format_version(dir.path(), 99);
-    let err = Store::open(dir.path(), 8 << 20).unwrap_err().to_string();
+    // (sled may still be releasing its lock from the earlier handle: wait that out.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let err = loop {
+        match Store::open(dir.path(), 8 << 20) {
+            Err(StoreError::Sled { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => break e.to_string(),
+            Ok(_) => panic!("a store of another format version was opened"),
+        }
+    };
     assert!(err.contains("format version 99"), "{err}");
     assert!(
         err.contains(&format!("only version {STORE_FORMAT_VERSION}")),
@@ -146,7 +157,7 @@ fn a_corrupt_journal_entry_is_an_error_not_silently_skipped() {
         t.insert(1u64.to_be_bytes(), v).unwrap();
         db.flush().unwrap();
     }
-    let s = Store::open(dir.path(), 8 << 20).unwrap();
+    let s = testing::reopen(dir.path());
     let err = s.recover().unwrap_err().to_string();
     assert!(
         err.contains("journal record at entry 1") && err.contains("checksum"),
