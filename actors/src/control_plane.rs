@@ -873,6 +873,7 @@ impl ControlPlaneState {
         match self.command(Command::SubmitJob { id, spec, at_ms }) {
             Ok(_) => {
                 self.core.ctx.metrics.submissions.inc();
+                debug!(job = %id, "job submitted");
                 self.after_durable(move |_, d| {
                     let _ = reply.send(
                         d.map(|_| SubmitAck {
@@ -1118,6 +1119,7 @@ impl ControlPlaneState {
                     worker,
                 } => {
                     self.core.ctx.metrics.attempts.inc();
+                    debug!(job = %id, %worker, attempt = %attempt, "job assigned");
                     let assignment = self.core.state.job(id).and_then(assignment_of);
                     match (self.core.ctx.dir.worker(&worker), assignment) {
                         (Some(w), Some(a)) => {

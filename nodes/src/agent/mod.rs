@@ -375,6 +375,7 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
         tokio::select! {
             Some(cmd) = cmd_rx.recv() => match cmd {
                 Cmd::Assign(a) => {
+                    debug!(job = %a.attempt.job, attempt = %a.attempt.attempt, "assignment received");
                     let key = AttemptKey { job_id: a.attempt.job.0, attempt: a.attempt.attempt.0 };
                     if live.contains_key(&key) || exiting.is_some() {
                         continue;
