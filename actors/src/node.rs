@@ -134,6 +134,32 @@ fn sup_child(
     })
 }
 
+/// A supervisor of per-job or per-worker actors: once (re)started it registers itself and asks
+/// the control plane to (re)create the children that should exist.
+fn dynamic_sup(
+    id: &'static str,
+    ctx: NodeContext,
+    register: fn(&Directory, ActorRef<SupervisorMsg>),
+    ensure: fn() -> ControlPlaneMsg,
+) -> crate::supervisor::ChildSpec {
+    sup_child(
+        id,
+        RestartPolicy {
+            max_restarts: 100,
+            window_ms: 60_000,
+            backoff_initial_ms: 0,
+            backoff_max_ms: 1_000,
+        },
+        Vec::new,
+        move |r| {
+            register(&ctx.dir, r.clone());
+            if let Some(cp) = ctx.dir.control() {
+                let _ = cp.cast(ensure());
+            }
+        },
+    )
+}
+
 /// Starts a node: recovers the state and spawns the supervision tree.
 pub async fn start_node(config: Config, cluster_name: String) -> Result<NodeHandle, NodeError> {
     start_node_with(config, cluster_name, JournalMode::Threaded).await
@@ -169,39 +195,17 @@ pub async fn start_node_with(
             Ok(r.get_cell())
         }
     });
-    let c = ctx.clone();
-    let jobs = sup_child(
+    let jobs = dynamic_sup(
         "jobs",
-        RestartPolicy {
-            max_restarts: 100,
-            window_ms: 60_000,
-            backoff_initial_ms: 0,
-            backoff_max_ms: 1_000,
-        },
-        Vec::new,
-        move |r| {
-            c.dir.set_job_supervisor(r.clone());
-            if let Some(cp) = c.dir.control() {
-                let _ = cp.cast(ControlPlaneMsg::EnsureJobActors);
-            }
-        },
+        ctx.clone(),
+        |dir, r| dir.set_job_supervisor(r),
+        || ControlPlaneMsg::EnsureJobActors,
     );
-    let c = ctx.clone();
-    let workers = sup_child(
+    let workers = dynamic_sup(
         "workers",
-        RestartPolicy {
-            max_restarts: 100,
-            window_ms: 60_000,
-            backoff_initial_ms: 0,
-            backoff_max_ms: 1_000,
-        },
-        Vec::new,
-        move |r| {
-            c.dir.set_worker_supervisor(r.clone());
-            if let Some(cp) = c.dir.control() {
-                let _ = cp.cast(ControlPlaneMsg::EnsureWorkerActors);
-            }
-        },
+        ctx.clone(),
+        |dir, r| dir.set_worker_supervisor(r),
+        || ControlPlaneMsg::EnsureWorkerActors,
     );
     let c = ctx.clone();
     let a = agents.clone();

@@ -188,19 +188,6 @@ async fn register(node: &Node, id: &str) -> (WorkerId, Inbox) {
     (wid, inbox)
 }
 
-fn heartbeat(node: &Node, w: &WorkerId) {
-    if let Some(a) = node.ctx().dir.worker(w) {
-        let (tx, _rx) = ractor::concurrency::oneshot();
-        let _ = a.cast(WorkerMsg::Heartbeat {
-            heartbeat: AgentHeartbeat {
-                worker: w.clone(),
-                running: vec![],
-            },
-            reply: tx.into(),
-        });
-    }
-}
-
 /// Heartbeats every 500 ms (virtual) until dropped.
 fn keep_alive(node: &Node, w: &WorkerId) -> tokio::task::JoinHandle<()> {
     let (ctx, w) = (node.ctx().clone(), w.clone());
@@ -421,6 +408,5 @@ async fn a_crashed_job_actor_is_rebuilt_and_still_enforces_the_timeout() {
     })
     .await;
     assert_eq!(v.state, JobState::TimedOut);
-    let _ = heartbeat;
     node.handle.shutdown().await;
 }

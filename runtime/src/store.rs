@@ -483,36 +483,35 @@ fn base_missing_but_truncated(
 pub mod testing {
     use super::*;
 
-    /// Opens the raw sled database of a closed store. sled releases its file lock from a
-    /// background thread after the last handle is dropped, so this retries for a few seconds.
-    pub fn open_raw(dir: &Path) -> sled::Db {
+    /// Retries `open` for up to 10 s: sled releases its file lock from a background thread
+    /// after the last handle of a database is dropped.
+    fn retry<T, E: std::fmt::Display>(
+        what: &str,
+        dir: &Path,
+        open: impl Fn() -> Result<T, E>,
+    ) -> T {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            match sled_config(dir, 8 << 20).open() {
-                Ok(db) => return db,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
+            match open() {
+                Ok(v) => return v,
+                Err(_) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                Err(e) => panic!("open store {} for fault injection: {e}", dir.display()),
+                Err(e) => panic!("{what} {}: {e}", dir.display()),
             }
         }
     }
 
-    /// Opens a store that was just closed in this process (retrying while sled releases its
-    /// lock, see [`open_raw`]).
+    /// Opens the raw sled database of a closed store.
+    pub fn open_raw(dir: &Path) -> sled::Db {
+        retry("open store for fault injection", dir, || {
+            sled_config(dir, 8 << 20).open()
+        })
+    }
+
+    /// Opens a store that was just closed in this process.
     pub fn reopen(dir: &Path) -> Store {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match Store::open(dir, 8 << 20) {
-                Ok(s) => return s,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("reopen store {}: {e}", dir.display()),
-            }
-        }
+        retry("reopen store", dir, || Store::open(dir, 8 << 20))
     }
 
     /// Cuts the given snapshot record in half (as a torn write would).
