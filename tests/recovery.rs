@@ -224,6 +224,8 @@ fn a_crashed_scheduler_restarts_and_every_queued_job_runs_exactly_once() {
     node.wait_workers(1);
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
+    // The jobs hold their slots until the gate opens, so the rest stay queued.
+    let gate = dir.path().join("gate");
     let ids: Vec<u64> = (0..50)
         .map(|_| {
             node.submit(
@@ -231,7 +233,11 @@ fn a_crashed_scheduler_restarts_and_every_queued_job_runs_exactly_once() {
                 &[
                     "sh",
                     "-c",
-                    &format!("sleep 0.05; echo $HODEI_JOB_ID >> {}", ledger.display()),
+                    &format!(
+                        "while [ ! -e {gate} ]; do sleep 0.02; done; echo $HODEI_JOB_ID >> {ledger}",
+                        gate = gate.display(),
+                        ledger = ledger.display()
+                    ),
                 ],
             )
         })
@@ -243,6 +249,7 @@ fn a_crashed_scheduler_restarts_and_every_queued_job_runs_exactly_once() {
         .count();
     assert!(pending > 0, "jobs are queued when the scheduler crashes");
     node.ok(&["debug", "fault", "scheduler"]);
+    std::fs::write(&gate, "").unwrap();
     for id in &ids {
         let j = node.wait_state(*id, "succeeded", Duration::from_secs(120));
         assert_eq!(j["attempts"], 1, "job {id} ran once: {j}");
