@@ -84,6 +84,15 @@ impl Node {
         }
     }
 
+    /// Waits until the job is finished and returns it.
+    async fn finished(&self, id: JobId, within: Duration, what: &str) -> JobView {
+        until(within, what, async || {
+            let v = self.job(id).await;
+            v.state.is_terminal().then_some(v)
+        })
+        .await
+    }
+
     fn report(&self, ev: AttemptEvent) {
         self.ctx()
             .dir
@@ -208,6 +217,13 @@ fn keep_alive(node: &Node, w: &WorkerId) -> tokio::task::JoinHandle<()> {
     })
 }
 
+fn stop_order(inbox: &Inbox) -> Option<StopOrder> {
+    inbox.lock().unwrap().iter().find_map(|m| match m {
+        AgentMsgRecord::Stop(s) => Some(*s),
+        _ => None,
+    })
+}
+
 fn assigned(inbox: &Inbox) -> Vec<AttemptRef> {
     inbox
         .lock()
@@ -237,15 +253,13 @@ async fn a_worker_that_stops_heartbeating_is_declared_lost_after_its_deadline() 
     assert_eq!(node.job(id).await.state, JobState::Running);
     hb.abort();
     let silent_since = tokio::time::Instant::now();
-    let v = until(
-        Duration::from_secs(30),
-        "the worker to be declared lost",
-        async || {
-            let v = node.job(id).await;
-            v.state.is_terminal().then_some(v)
-        },
-    )
-    .await;
+    let v = node
+        .finished(
+            id,
+            Duration::from_secs(30),
+            "the worker to be declared lost",
+        )
+        .await;
     let waited = silent_since.elapsed();
     assert_eq!(v.state, JobState::Failed);
     assert!(
@@ -277,25 +291,16 @@ async fn the_node_stops_a_timed_out_attempt_and_records_it_when_the_agent_stays_
     node.report(AttemptEvent::Started(a));
     let started = tokio::time::Instant::now();
     let stop = until(Duration::from_secs(10), "a stop order", async || {
-        inbox.lock().unwrap().iter().find_map(|m| match m {
-            AgentMsgRecord::Stop(s) => Some(*s),
-            _ => None,
-        })
+        stop_order(&inbox)
     })
     .await;
     assert_eq!(stop.cause, StopCause::Timeout);
     assert_eq!(stop.attempt, a);
     assert!(started.elapsed() >= Duration::from_secs(2));
     // The agent never confirms: after the grace (1 s) and the slack (5 s) the node records it.
-    let v = until(
-        Duration::from_secs(20),
-        "the timeout to be recorded",
-        async || {
-            let v = node.job(id).await;
-            v.state.is_terminal().then_some(v)
-        },
-    )
-    .await;
+    let v = node
+        .finished(id, Duration::from_secs(20), "the timeout to be recorded")
+        .await;
     assert_eq!(v.state, JobState::TimedOut, "{v:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(8),
@@ -339,11 +344,7 @@ async fn a_retry_waits_for_its_backoff_before_it_is_placed_again() {
     );
     node.report(AttemptEvent::Started(a2));
     node.report(AttemptEvent::Finished(a2, ExitReport::exited(0)));
-    let v = until(Duration::from_secs(10), "success", async || {
-        let v = node.job(id).await;
-        v.state.is_terminal().then_some(v)
-    })
-    .await;
+    let v = node.finished(id, Duration::from_secs(10), "success").await;
     assert_eq!(v.state, JobState::Succeeded);
     assert_eq!(v.attempts, 2);
     node.handle.shutdown().await;
@@ -383,12 +384,7 @@ async fn a_crashed_job_actor_is_rebuilt_and_still_enforces_the_timeout() {
     let stop = until(
         Duration::from_secs(10),
         "the stop order from the rebuilt actor",
-        async || {
-            inbox.lock().unwrap().iter().find_map(|m| match m {
-                AgentMsgRecord::Stop(s) => Some(*s),
-                _ => None,
-            })
-        },
+        async || stop_order(&inbox),
     )
     .await;
     assert_eq!(stop.cause, StopCause::Timeout);
@@ -402,11 +398,9 @@ async fn a_crashed_job_actor_is_rebuilt_and_still_enforces_the_timeout() {
     r.signal = Some(15);
     r.stopped_by = Some(StopCause::Timeout);
     node.report(AttemptEvent::Finished(a, r));
-    let v = until(Duration::from_secs(10), "timed out", async || {
-        let v = node.job(id).await;
-        v.state.is_terminal().then_some(v)
-    })
-    .await;
+    let v = node
+        .finished(id, Duration::from_secs(10), "timed out")
+        .await;
     assert_eq!(v.state, JobState::TimedOut);
     node.handle.shutdown().await;
 }
