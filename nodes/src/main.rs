@@ -353,10 +353,15 @@ fn main() -> ExitCode {
         _ => "warn,ractor=error,ractor_cluster=error",
     };
     init_logging(cli.log.as_deref(), default_log);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // An agent is one event loop around its jobs (the reaper is its own thread): a
+    // current-thread runtime saves the cross-thread wake-ups a work-stealing pool pays for
+    // every output chunk and exit of a short job.
+    let mut builder = if matches!(cli.cmd, Cmd::Agent(..)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hodei: cannot start the runtime: {e}");
