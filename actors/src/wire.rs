@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the client and agent protocols. A peer speaking another version is refused with a
 /// message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// `pg` group of the node's client gateway.
 pub const GATEWAY_GROUP: &str = "hodei.gateway";
 /// `pg` group of the node's agent gateway.

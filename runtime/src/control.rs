@@ -103,6 +103,30 @@ pub enum Command {
         /// When.
         at_ms: u64,
     },
+    /// The scheduler evicts a live attempt (preemption by a higher-priority job, or a
+    /// `NoExecute` taint it does not tolerate): the agent is told to stop it, and when it has
+    /// stopped the job goes back to Pending without the attempt being charged.
+    EvictAttempt {
+        /// Which job.
+        id: JobId,
+        /// Which attempt.
+        attempt: AttemptNo,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Why ("preempted by job 7 (critical)", "untolerated taint k=v:NoExecute").
+        reason: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// A pending job could not be placed before its scheduling deadline: it fails.
+    ExpireJob {
+        /// Which job.
+        id: JobId,
+        /// Why (names the deadline and the last placement summary).
+        reason: String,
+        /// When.
+        at_ms: u64,
+    },
     /// A provider was asked for a new worker.
     WorkerProvisioning {
         /// The new worker's id (see [`ControlState::next_worker_id`]).
@@ -160,6 +184,8 @@ impl Command {
             Command::AttemptStarted { .. } => "attempt_started",
             Command::AttemptFinished { .. } => "attempt_finished",
             Command::AttemptLost { .. } => "attempt_lost",
+            Command::EvictAttempt { .. } => "evict_attempt",
+            Command::ExpireJob { .. } => "expire_job",
             Command::WorkerProvisioning { .. } => "worker_provisioning",
             Command::WorkerRegistered { .. } => "worker_registered",
             Command::WorkerDraining { .. } => "worker_draining",
@@ -556,6 +582,14 @@ impl ControlState {
                     *at_ms,
                 ))
             }
+            Command::EvictAttempt {
+                id,
+                attempt,
+                epoch,
+                reason,
+                ..
+            } => self.on_evict(*id, *attempt, *epoch, reason),
+            Command::ExpireJob { id, reason, at_ms } => self.on_expire(*id, reason, *at_ms),
             Command::WorkerProvisioning { id, pool, at_ms } => {
                 self.on_worker_provisioning(id, pool, *at_ms)
             }
@@ -696,6 +730,7 @@ impl ControlState {
                 signal: None,
                 finished_at_ms: None,
                 cancel_requested: None,
+                evict_requested: None,
                 preemptions: 0,
             },
         );
@@ -740,6 +775,42 @@ impl ControlState {
                 Ok(vec![ev])
             }
         }
+    }
+
+    fn on_evict(&mut self, id: JobId, attempt: AttemptNo, epoch: Epoch, reason: &str) -> Applied {
+        self.check_live(id, attempt, epoch)?;
+        let j = self.jobs.get(&id).expect("checked");
+        if j.cancel_requested.is_some() || j.evict_requested.is_some() {
+            return Err(Rejection::NoOp);
+        }
+        let a = j.attempts.last().expect("a live job has an attempt");
+        let ev = Event::StopAttempt {
+            id,
+            attempt,
+            epoch,
+            worker: a.worker.clone(),
+            cause: StopCause::Preempted,
+        };
+        self.jobs.get_mut(&id).expect("checked").evict_requested = Some(reason.to_string());
+        Ok(vec![ev])
+    }
+
+    fn on_expire(&mut self, id: JobId, reason: &str, at_ms: u64) -> Applied {
+        let j = self.jobs.get(&id).ok_or(Rejection::UnknownJob(id))?;
+        if j.state != JobState::Pending {
+            return Err(Rejection::InvalidState(format!(
+                "job {id} is {}, not pending",
+                j.state
+            )));
+        }
+        let j = self.jobs.get_mut(&id).expect("checked above");
+        j.finished_at_ms = Some(at_ms);
+        j.reason = Some(reason.to_string());
+        self.set_job_state(id, JobState::Failed);
+        Ok(vec![Event::JobFinished {
+            id,
+            state: JobState::Failed,
+        }])
     }
 
     fn on_assign(
@@ -860,11 +931,21 @@ impl ControlState {
             return events;
         };
         a.finished_at_ms = Some(at_ms);
-        a.outcome = Some(outcome.clone());
         let attempt_no = a.number;
         let worker_id = a.worker.clone();
         let req = j.spec.resources;
 
+        // An attempt the scheduler evicted ends as preempted (uncharged) unless it managed to
+        // succeed first or the user cancelled the job meanwhile.
+        let evicted = j.evict_requested.take();
+        let outcome = match (evicted, outcome) {
+            (Some(reason), AttemptOutcome::Exited(r)) if !r.is_success() => {
+                AttemptOutcome::Preempted { reason }
+            }
+            (Some(reason), AttemptOutcome::Lost { .. }) => AttemptOutcome::Preempted { reason },
+            (_, o) => o,
+        };
+        a.outcome = Some(outcome.clone());
         // Decide the job's next state.
         let (next, reason) = match &outcome {
             _ if j.cancel_requested.is_some() => (

@@ -727,7 +727,10 @@ pub struct JobRecord {
     pub finished_at_ms: Option<u64>,
     /// A cancel was requested while an attempt was live.
     pub cancel_requested: Option<String>,
-    /// Times the job was preempted.
+    /// The scheduler asked to evict the live attempt (preemption or a `NoExecute` taint), and
+    /// why; cleared when that attempt ends.
+    pub evict_requested: Option<String>,
+    /// Times the job was preempted or evicted.
     pub preemptions: u32,
 }
 

@@ -27,7 +27,7 @@ use crate::control::{Command, ControlState};
 use crate::error::StoreError;
 
 /// On-disk format version of this build. Bump it whenever an encoded type changes shape.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+pub const STORE_FORMAT_VERSION: u32 = 2;
 
 const HEADER_LEN: usize = 16;
 const KEY_FORMAT_VERSION: &[u8] = b"format_version";

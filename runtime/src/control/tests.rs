@@ -315,6 +315,95 @@ fn a_graceful_stop_requeues_live_attempts_without_charging_them() {
 }
 
 #[test]
+fn an_evicted_attempt_requeues_uncharged_once_its_agent_reports_the_stop() {
+    let mut h = H::new();
+    let w = h.worker("w1", 1);
+    let id = h.submit(JobSpec::shell("sleep 60"));
+    let a = h.assign(id, &w);
+    let (epoch, at_ms) = (h.s.epoch, h.tick());
+    let ev = h
+        .run(Command::EvictAttempt {
+            id,
+            attempt: a,
+            epoch,
+            reason: "by job 9 (critical)".into(),
+            at_ms,
+        })
+        .unwrap();
+    assert!(matches!(
+        ev.as_slice(),
+        [Event::StopAttempt {
+            cause: StopCause::Preempted,
+            ..
+        }]
+    ));
+    // The slot stays taken until the agent confirms the stop.
+    assert_eq!(h.s.workers[&w].free_slots(), 0);
+    let mut r = ExitReport::exited(0);
+    r.exit_code = None;
+    r.signal = Some(15);
+    r.stopped_by = Some(StopCause::Preempted);
+    h.finish(id, a, r).unwrap();
+    let j = h.job(id);
+    assert_eq!(j.state, JobState::Pending);
+    assert_eq!(j.charged_attempts, 0, "a preempted attempt is not charged");
+    assert_eq!(j.preemptions, 1);
+    assert_eq!(j.not_before_ms, 0, "a preempted job is schedulable at once");
+    assert!(
+        j.reason.as_deref().unwrap().contains("preempted: by job 9"),
+        "{:?}",
+        j.reason
+    );
+    assert_eq!(h.s.workers[&w].free_slots(), 1);
+}
+
+#[test]
+fn an_evicted_attempt_that_succeeded_first_counts_as_success() {
+    let mut h = H::new();
+    let w = h.worker("w1", 1);
+    let id = h.submit(JobSpec::shell("true"));
+    let a = h.assign(id, &w);
+    let (epoch, at_ms) = (h.s.epoch, h.tick());
+    h.run(Command::EvictAttempt {
+        id,
+        attempt: a,
+        epoch,
+        reason: "x".into(),
+        at_ms,
+    })
+    .unwrap();
+    h.finish(id, a, ExitReport::exited(0)).unwrap();
+    assert_eq!(h.job(id).state, JobState::Succeeded);
+}
+
+#[test]
+fn an_expired_pending_job_fails_with_its_reason_and_a_live_one_cannot_expire() {
+    let mut h = H::new();
+    let w = h.worker("w1", 1);
+    let pending = h.submit(JobSpec::shell("true"));
+    let at_ms = h.tick();
+    h.run(Command::ExpireJob {
+        id: pending,
+        reason: "scheduling deadline exceeded: 0/1 workers fit: 1 node selector mismatch".into(),
+        at_ms,
+    })
+    .unwrap();
+    assert_eq!(h.job(pending).state, JobState::Failed);
+    assert!(h.job(pending).reason.as_deref().unwrap().starts_with("scheduling deadline"));
+    let live = h.submit(JobSpec::shell("true"));
+    h.assign(live, &w);
+    let at_ms = h.tick();
+    assert!(matches!(
+        h.run(Command::ExpireJob {
+            id: live,
+            reason: "x".into(),
+            at_ms
+        }),
+        Err(Rejection::InvalidState(_))
+    ));
+}
+
+#[test]
 fn an_idempotency_key_names_one_job_per_tenant() {
     let mut h = H::new();
     let id = h.submit(JobSpec::shell("x").with_idempotency_key("k1"));
@@ -395,6 +484,8 @@ enum Op {
     Finish(u8, i32),
     FinishStale(u8),
     Cancel(u8),
+    Evict(u8),
+    Expire(u8),
     Terminate(u8),
     Restart,
     Purge,
@@ -409,6 +500,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..20, 0i32..3).prop_map(|(j, c)| Op::Finish(j, c)),
         1 => (0u8..20).prop_map(Op::FinishStale),
         1 => (0u8..20).prop_map(Op::Cancel),
+        1 => (0u8..20).prop_map(Op::Evict),
+        1 => (0u8..20).prop_map(Op::Expire),
         1 => (0u8..4).prop_map(Op::Terminate),
         1 => Just(Op::Restart),
         1 => Just(Op::Purge),
@@ -478,6 +571,22 @@ fn to_command(s: &ControlState, op: &Op, t: u64) -> Option<Command> {
         Op::Cancel(j) => Command::CancelJob {
             id: job(*j)?,
             reason: "c".into(),
+            at_ms: t,
+        },
+        Op::Evict(j) => {
+            let id = job(*j)?;
+            let a = s.jobs[&id].attempts.last()?;
+            Command::EvictAttempt {
+                id,
+                attempt: a.number,
+                epoch: a.epoch,
+                reason: "by job 0 (critical)".into(),
+                at_ms: t,
+            }
+        }
+        Op::Expire(j) => Command::ExpireJob {
+            id: job(*j)?,
+            reason: "scheduling deadline exceeded".into(),
             at_ms: t,
         },
         Op::Terminate(w) => Command::WorkerTerminated {
