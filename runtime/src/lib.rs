@@ -6,6 +6,7 @@
 //! * [`ids`], [`resources`], [`job`], [`worker`]: the domain model and its validation.
 //! * [`control`]: the control-plane state machine (commands → state + events).
 //! * [`placement`], [`scaling`]: pure policies (view, config, now) → decision.
+//! * [`scheduling`]: the full scheduling pipeline (queue → filters → scores → preemption).
 //! * [`store`]: the sled journal and snapshots; [`codec`]: the binary encoding.
 
 pub mod codec;
@@ -16,6 +17,7 @@ pub mod job;
 pub mod placement;
 pub mod resources;
 pub mod scaling;
+pub mod scheduling;
 pub mod store;
 pub mod worker;
 

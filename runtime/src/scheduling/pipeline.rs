@@ -1,0 +1,1077 @@
+//! The pipeline proper: per-cycle state, the scan/filter/score loop, preemption and backfill.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::constraints::{
+    JobAffinityKind, SchedulingConstraints, selector_matches, topology_domain,
+};
+use super::evict::evictions;
+use super::plugins::{self, Candidate, DomainCounts, Reason, SchedulingContext, SchedulingPlugin};
+use super::queue::ProfileQueue;
+use super::view::{ClusterView, QueuedJob, WorkerInfo};
+use super::{
+    DEFAULT_PROFILE, Expired, Explanation, Held, Outcome, Placement, Preemption, ProfileConfig,
+    QueueStrategy, Reservation, SchedulerConfig, SchedulingError, TenantQuota, Unplaced,
+    WorkerScore, summarize,
+};
+use crate::ids::{JobId, TenantId};
+use crate::job::Priority;
+use crate::resources::{Resources, format_bytes_approx, format_cpu_millis};
+
+struct PluginSlot {
+    plugin: Box<dyn SchedulingPlugin>,
+    weight: f64,
+}
+
+struct ProfileRuntime {
+    name: String,
+    config: ProfileConfig,
+    plugins: Vec<PluginSlot>,
+}
+
+impl ProfileRuntime {
+    fn cacheable(&self) -> bool {
+        self.plugins.iter().all(|p| p.plugin.cacheable())
+    }
+}
+
+/// The scheduling pipeline: profiles with their plugins, and tenant quotas.
+/// The one entry point is [`Pipeline::schedule`].
+pub struct Pipeline {
+    profiles: Vec<ProfileRuntime>,
+    quotas: BTreeMap<TenantId, TenantQuota>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let profiles: Vec<(&str, Vec<&str>)> = self
+            .profiles
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.plugins.iter().map(|s| s.plugin.name()).collect(),
+                )
+            })
+            .collect();
+        f.debug_struct("Pipeline")
+            .field("profiles", &profiles)
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Builds the pipeline. The config is expected to be validated at the edge
+    /// ([`SchedulerConfig::validate`]); a missing `"default"` profile is added.
+    pub fn new(config: SchedulerConfig) -> Pipeline {
+        let mut profiles = config.profiles;
+        profiles.entry(DEFAULT_PROFILE.to_string()).or_default();
+        let profiles = profiles
+            .into_iter()
+            .map(|(name, config)| {
+                let plugins = plugins::BUILTIN_PLUGINS
+                    .iter()
+                    .filter(|n| !config.disabled_plugins.iter().any(|d| d == *n))
+                    .filter_map(|n| plugins::builtin(n))
+                    .map(|plugin| PluginSlot {
+                        weight: config.weight_of(plugin.name()) as f64,
+                        plugin,
+                    })
+                    .collect();
+                ProfileRuntime {
+                    name,
+                    config,
+                    plugins,
+                }
+            })
+            .collect();
+        Pipeline {
+            profiles,
+            quotas: config.quotas,
+        }
+    }
+
+    /// Adds a custom plugin to a profile; its filters run after the built-in ones, its weight is
+    /// the profile's `plugin_weights` entry (default 1).
+    pub fn register_plugin(
+        &mut self,
+        profile: &str,
+        plugin: Box<dyn SchedulingPlugin>,
+    ) -> Result<(), SchedulingError> {
+        let p = self
+            .profiles
+            .iter_mut()
+            .find(|p| p.name == profile)
+            .ok_or_else(|| SchedulingError::UnknownProfile(profile.to_string()))?;
+        if p.plugins.iter().any(|s| s.plugin.name() == plugin.name()) {
+            return Err(SchedulingError::DuplicatePlugin {
+                profile: profile.to_string(),
+                plugin: plugin.name().to_string(),
+            });
+        }
+        p.plugins.push(PluginSlot {
+            weight: p.config.weight_of(plugin.name()) as f64,
+            plugin,
+        });
+        Ok(())
+    }
+
+    /// Profile names, sorted.
+    pub fn profile_names(&self) -> Vec<&str> {
+        self.profiles.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Plans one cycle. Pure and deterministic: the same view gives the same outcome.
+    ///
+    /// Profiles take turns, one job each, in name order; within a profile its queue strategy
+    /// gives the order.
+    pub fn schedule(&self, view: &ClusterView) -> Outcome {
+        let mut out = Outcome::default();
+        let ev = evictions(view);
+        out.evictions = ev.evictions;
+        out.next_eviction_at_ms = ev.next_at_ms;
+
+        let mut st = CycleState::new(view, self.profiles.len());
+        let mut per_profile: Vec<Vec<usize>> = vec![Vec::new(); self.profiles.len()];
+        for (i, job) in view.pending.iter().enumerate() {
+            let name = job
+                .constraints
+                .profile
+                .as_deref()
+                .unwrap_or(DEFAULT_PROFILE);
+            match self
+                .profiles
+                .binary_search_by(|p| p.name.as_str().cmp(name))
+            {
+                Ok(p) => per_profile[p].push(i),
+                Err(_) => {
+                    let summary = format!("unknown scheduler profile {name}");
+                    fail(&mut out, view, job, summary, None);
+                }
+            }
+        }
+        let mut queues: Vec<ProfileQueue<'_>> = per_profile
+            .into_iter()
+            .zip(&self.profiles)
+            .map(|(jobs, p)| ProfileQueue::build(&p.config, jobs, view))
+            .collect();
+        let mut cache: HashMap<ShapeKey<'_>, CachedFailure> = HashMap::new();
+        let mut scratch = Scratch::default();
+        loop {
+            let mut progressed = false;
+            for (p, q) in queues.iter_mut().enumerate() {
+                if let Some(j) = q.next(&st) {
+                    progressed = true;
+                    self.decide(
+                        p,
+                        &view.pending[j],
+                        view,
+                        &mut st,
+                        &mut cache,
+                        &mut scratch,
+                        &mut out,
+                    );
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)] // the cycle's pieces, passed explicitly rather than bundled
+    fn decide<'v>(
+        &self,
+        p: usize,
+        job: &'v QueuedJob,
+        view: &'v ClusterView,
+        st: &mut CycleState<'v>,
+        cache: &mut HashMap<ShapeKey<'v>, CachedFailure>,
+        scratch: &mut Scratch,
+        out: &mut Outcome,
+    ) {
+        let prof = &self.profiles[p];
+        let relaxed = prof
+            .config
+            .relax_soft_after_failures
+            .is_some_and(|n| job.schedule_failures >= n);
+
+        if let Some(reason) = st.quota_block(&self.quotas, job) {
+            if deadline_passed(view, job) {
+                fail(out, view, job, reason, None);
+            } else {
+                if view.explain {
+                    out.explanations.push(Explanation {
+                        job: job.id,
+                        filter_counts: BTreeMap::new(),
+                        feasible: 0,
+                        total: st.workers.len(),
+                        scanned: 0,
+                        top_scores: Vec::new(),
+                        chosen: None,
+                        summary: reason.clone(),
+                    });
+                }
+                out.held.push(Held {
+                    job: job.id,
+                    reason,
+                });
+            }
+            return;
+        }
+
+        let constraints: &'v SchedulingConstraints = &job.constraints;
+        // Affinity and Spread terms can become satisfiable as matching jobs are placed: such
+        // shapes are cached only until the topology counts change.
+        let topology_sensitive = constraints
+            .job_affinity
+            .iter()
+            .any(|t| t.kind != JobAffinityKind::AntiAffinity);
+        let key = prof.cacheable().then(|| ShapeKey {
+            profile: p,
+            resources: job.resources,
+            constraints,
+            labels: (!constraints.job_affinity.is_empty()).then_some(&job.labels),
+            relaxed,
+        });
+        let preempt_ok = st.may_preempt(&prof.config, p, job);
+        let rank = job.priority.rank() as usize;
+        let cached = |cache: &HashMap<ShapeKey<'v>, CachedFailure>, st: &CycleState<'v>| {
+            key.as_ref()
+                .and_then(|k| cache.get(k))
+                .filter(|c| c.topology_version.is_none_or(|v| v == st.topology_version))
+                .is_some()
+        };
+        if let Some(k) = &key
+            && cached(cache, st)
+            && let Some(c) = cache.get(k)
+            && (!preempt_ok || c.preemption_failed[rank])
+        {
+            let counts = c.counts.clone();
+            let summary = c.summary.clone();
+            fail(out, view, job, summary, Some((counts, c.scanned)));
+            return;
+        }
+
+        for t in &constraints.job_affinity {
+            st.ensure_topology(&t.selector, &t.topology_key);
+        }
+
+        let n = st.workers.len();
+        scratch.feasible.clear();
+        scratch.reasons.clear();
+        let mut scanned = 0;
+        let known_infeasible = cached(cache, st);
+        if n > 0 && !known_infeasible {
+            let limit = feasible_limit(&prof.config, n);
+            let start = st.scan_start % n;
+            let ctx = SchedulingContext {
+                view,
+                profile_name: &prof.name,
+                profile: &prof.config,
+                relaxed,
+                state: st,
+            };
+            for k in 0..n {
+                let i = if start + k < n {
+                    start + k
+                } else {
+                    start + k - n
+                };
+                scanned += 1;
+                let cand = st.candidate(i);
+                match self.filter(prof, &ctx, job, &cand, false) {
+                    Ok(()) => {
+                        scratch.feasible.push(i);
+                        if scratch.feasible.len() >= limit {
+                            break;
+                        }
+                    }
+                    Err(r) => count_reason(&mut scratch.reasons, r),
+                }
+            }
+        }
+
+        if !scratch.feasible.is_empty() {
+            let best = self.score(prof, view, st, job, relaxed, scratch);
+            let w = scratch.feasible[best];
+            st.scan_start = (st.scan_start % n.max(1)) + scanned;
+            st.place(w, job, view.now_ms);
+            self.notify(prof, view, st, relaxed, job, w);
+            out.placements.push(Placement {
+                job: job.id,
+                attempt: job.next_attempt,
+                epoch: view.epoch,
+                worker: st.workers[w].id.clone(),
+            });
+            if view.explain {
+                out.explanations.push(Explanation {
+                    job: job.id,
+                    filter_counts: to_counts(&scratch.reasons),
+                    feasible: scratch.feasible.len(),
+                    total: n,
+                    scanned,
+                    top_scores: std::mem::take(&mut scratch.top),
+                    chosen: Some(st.workers[w].id.clone()),
+                    summary: format!(
+                        "placed on {} ({} of {} scanned workers feasible)",
+                        st.workers[w].id,
+                        scratch.feasible.len(),
+                        scanned
+                    ),
+                });
+            }
+            return;
+        }
+
+        // Fits nowhere now.
+        let (summary, counts, scanned) = match key.as_ref().and_then(|k| cache.get(k)) {
+            Some(c) if known_infeasible => (c.summary.clone(), c.counts.clone(), c.scanned),
+            _ => (
+                summarize(n, scratch.reasons.iter().map(|(r, c)| (r.as_ref(), *c))),
+                scratch.reasons.clone(),
+                scanned,
+            ),
+        };
+        if preempt_ok && let Some((w, victims)) = self.find_preemption(prof, view, st, job, relaxed)
+        {
+            for v in &victims {
+                st.evict(*v);
+            }
+            st.place(w, job, view.now_ms);
+            st.preemptions_by_profile[p] += 1;
+            self.notify(prof, view, st, relaxed, job, w);
+            let worker = st.workers[w].id.clone();
+            if view.explain {
+                out.explanations.push(Explanation {
+                    job: job.id,
+                    filter_counts: to_counts(&counts),
+                    feasible: 0,
+                    total: n,
+                    scanned,
+                    top_scores: Vec::new(),
+                    chosen: Some(worker.clone()),
+                    summary: format!(
+                        "{summary}; preempting {} lower-priority job(s) on {worker}",
+                        victims.len()
+                    ),
+                });
+            }
+            out.preemptions.push(Preemption {
+                job: job.id,
+                attempt: job.next_attempt,
+                epoch: view.epoch,
+                worker,
+                victims,
+            });
+            // Victims freed capacity: "fits nowhere" is no longer known for any shape.
+            cache.clear();
+            return;
+        }
+        if prof.config.queue == QueueStrategy::Backfill
+            && !st.reservations.iter().any(|r| r.profile == p)
+            && let Some(r) = self.reserve(p, prof, view, st, job, relaxed)
+        {
+            out.reservations.push(Reservation {
+                job: job.id,
+                worker: st.workers[r.worker].id.clone(),
+                at_ms: r.at_ms,
+            });
+            st.reservations.push(r);
+        }
+        if let Some(k) = key {
+            let topology_version = topology_sensitive.then_some(st.topology_version);
+            let fresh = || CachedFailure {
+                summary: summary.clone(),
+                counts: counts.clone(),
+                scanned,
+                preemption_failed: [false; 5],
+                topology_version,
+            };
+            let entry = cache.entry(k).or_insert_with(fresh);
+            if entry.topology_version != topology_version {
+                *entry = fresh();
+            }
+            if preempt_ok {
+                entry.preemption_failed[rank] = true;
+            }
+        }
+        fail(out, view, job, summary, Some((counts, scanned)));
+    }
+
+    /// Runs the profile's filters in order, then the backfill reservations; the first failure
+    /// wins. `skip_resources` skips resource and slot filters (preemption and reservations).
+    fn filter(
+        &self,
+        prof: &ProfileRuntime,
+        ctx: &SchedulingContext<'_, '_>,
+        job: &QueuedJob,
+        cand: &Candidate<'_>,
+        skip_resources: bool,
+    ) -> Result<(), Reason> {
+        for s in &prof.plugins {
+            if skip_resources && s.plugin.resource_filter() {
+                continue;
+            }
+            s.plugin.filter(ctx, job, cand)?;
+        }
+        if skip_resources {
+            return Ok(());
+        }
+        for r in &ctx.state.reservations {
+            if r.worker != cand.index || r.job == job.id {
+                continue;
+            }
+            let end = job
+                .time_limit_ms
+                .map_or(u64::MAX, |t| ctx.view.now_ms.saturating_add(t));
+            if end > r.at_ms && !(job.resources.fits_in(&r.extra) && r.extra_slots > 0) {
+                return Err(Reason::Owned(format!("reserved for job {}", r.job)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Scores the feasible workers, returns the index (into `scratch.feasible`) of the best and
+    /// fills `scratch.top` when explaining.
+    fn score<'v>(
+        &self,
+        prof: &ProfileRuntime,
+        view: &'v ClusterView,
+        st: &CycleState<'v>,
+        job: &QueuedJob,
+        relaxed: bool,
+        scratch: &mut Scratch,
+    ) -> usize {
+        let nf = scratch.feasible.len();
+        if nf == 1 && !view.explain {
+            return 0;
+        }
+        let ctx = SchedulingContext {
+            view,
+            profile_name: &prof.name,
+            profile: &prof.config,
+            relaxed,
+            state: st,
+        };
+        scratch.totals.clear();
+        scratch.totals.resize(nf, 0.0);
+        scratch.raw.clear();
+        scratch.breakdown.clear();
+        for s in &prof.plugins {
+            if s.weight <= 0.0 || (relaxed && s.plugin.soft()) {
+                continue;
+            }
+            scratch.raw.clear();
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for &w in &scratch.feasible {
+                let v = s.plugin.score(&ctx, job, &st.candidate(w));
+                if let Some(v) = v {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+                scratch.raw.push(v);
+            }
+            if lo > hi {
+                continue; // not a scorer for this job
+            }
+            for (k, v) in scratch.raw.iter().enumerate() {
+                let norm = match v {
+                    None => 0.0,
+                    Some(_) if hi <= lo => 100.0,
+                    Some(v) => (v - lo) / (hi - lo) * 100.0,
+                };
+                scratch.totals[k] += s.weight * norm;
+                if view.explain {
+                    scratch
+                        .breakdown
+                        .push((k, s.plugin.name().to_string(), norm));
+                }
+            }
+        }
+        // Best: highest total, ties to the lower worker id (lower index = lower id).
+        let mut order: Vec<usize> = (0..nf).collect();
+        let better = |a: usize, b: usize| {
+            let (ta, tb) = (scratch.totals[a], scratch.totals[b]);
+            tb.partial_cmp(&ta)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(scratch.feasible[a].cmp(&scratch.feasible[b]))
+        };
+        if !view.explain {
+            return order.into_iter().min_by(|&a, &b| better(a, b)).unwrap_or(0);
+        }
+        order.sort_by(|&a, &b| better(a, b));
+        scratch.top = order
+            .iter()
+            .take(3)
+            .map(|&k| WorkerScore {
+                worker: st.workers[scratch.feasible[k]].id.clone(),
+                total: scratch.totals[k],
+                breakdown: scratch
+                    .breakdown
+                    .iter()
+                    .filter(|(i, _, _)| *i == k)
+                    .map(|(_, n, v)| (n.clone(), *v))
+                    .collect(),
+            })
+            .collect();
+        order[0]
+    }
+
+    fn notify<'v>(
+        &self,
+        prof: &ProfileRuntime,
+        view: &'v ClusterView,
+        st: &CycleState<'v>,
+        relaxed: bool,
+        job: &QueuedJob,
+        w: usize,
+    ) {
+        let ctx = SchedulingContext {
+            view,
+            profile_name: &prof.name,
+            profile: &prof.config,
+            relaxed,
+            state: st,
+        };
+        for s in &prof.plugins {
+            s.plugin.on_scheduled(&ctx, job, st.workers[w]);
+        }
+    }
+
+    /// Cheapest set of strictly lower-priority running jobs whose eviction lets `job` fit, over
+    /// all workers where the non-resource filters pass. Minimises (highest victim priority,
+    /// victim count, sum of victim priorities, worker id).
+    fn find_preemption<'v>(
+        &self,
+        prof: &ProfileRuntime,
+        view: &'v ClusterView,
+        st: &CycleState<'v>,
+        job: &QueuedJob,
+        relaxed: bool,
+    ) -> Option<(usize, Vec<JobId>)> {
+        let ctx = SchedulingContext {
+            view,
+            profile_name: &prof.name,
+            profile: &prof.config,
+            relaxed,
+            state: st,
+        };
+        let rank = job.priority.rank();
+        // (highest victim priority, victims, sum of victim priorities, worker index)
+        type Cost = (u8, usize, u32, usize);
+        let mut best: Option<(Cost, Vec<JobId>)> = None;
+        for i in 0..st.workers.len() {
+            let pool: Vec<&Occupant<'v>> = st.occupants[i]
+                .iter()
+                .filter(|o| o.running && o.priority.rank() > rank && !st.victims.contains(&o.job))
+                .collect();
+            if pool.is_empty() {
+                continue;
+            }
+            let cand = st.candidate(i);
+            let mut free = cand.free;
+            for o in &pool {
+                free = free.saturating_add(&o.resources);
+            }
+            let mut slots = cand.free_slots + pool.len() as u32;
+            if !job.resources.fits_in(&free) || slots == 0 {
+                continue;
+            }
+            if self.filter(prof, &ctx, job, &cand, true).is_err() {
+                continue;
+            }
+            let mut pool = pool;
+            // Reprieve the most important, longest-running jobs first.
+            pool.sort_by_key(|o| (o.priority.rank(), o.started_at_ms, o.job));
+            let mut victims: Vec<&Occupant<'v>> = Vec::new();
+            for o in pool {
+                let without = free.saturating_sub(&o.resources);
+                if job.resources.fits_in(&without) && slots > 1 {
+                    free = without;
+                    slots -= 1;
+                } else {
+                    victims.push(o);
+                }
+            }
+            if victims.is_empty() {
+                continue; // it would fit without evicting: blocked by something else
+            }
+            let value = |p: Priority| 4 - p.rank();
+            let cost = (
+                victims.iter().map(|o| value(o.priority)).max().unwrap_or(0),
+                victims.len(),
+                victims
+                    .iter()
+                    .map(|o| value(o.priority) as u32)
+                    .sum::<u32>(),
+                i,
+            );
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                let mut ids: Vec<JobId> = victims.iter().map(|o| o.job).collect();
+                ids.sort();
+                best = Some((cost, ids));
+            }
+        }
+        best.map(|((_, _, _, i), v)| (i, v))
+    }
+
+    /// EASY backfill: the earliest time `job` fits on some worker, from the expected ends of the
+    /// jobs there (jobs without a time limit never end).
+    fn reserve<'v>(
+        &self,
+        p: usize,
+        prof: &ProfileRuntime,
+        view: &'v ClusterView,
+        st: &CycleState<'v>,
+        job: &QueuedJob,
+        relaxed: bool,
+    ) -> Option<ActiveReservation> {
+        let ctx = SchedulingContext {
+            view,
+            profile_name: &prof.name,
+            profile: &prof.config,
+            relaxed,
+            state: st,
+        };
+        let fits = |free: &Resources, slots: u32| job.resources.fits_in(free) && slots > 0;
+        let mut best: Option<(u64, usize)> = None;
+        for i in 0..st.workers.len() {
+            let cand = st.candidate(i);
+            if self.filter(prof, &ctx, job, &cand, true).is_err() {
+                continue;
+            }
+            let mut ends: Vec<(u64, Resources)> = st.occupants[i]
+                .iter()
+                .filter(|o| !st.victims.contains(&o.job))
+                .map(|o| (o.end_ms, o.resources))
+                .collect();
+            ends.sort_by_key(|(e, _)| *e);
+            let (mut free, mut slots) = (cand.free, cand.free_slots);
+            let mut at = fits(&free, slots).then_some(view.now_ms);
+            for (end, res) in ends {
+                if at.is_some() || end == u64::MAX {
+                    break;
+                }
+                free = free.saturating_add(&res);
+                slots += 1;
+                if fits(&free, slots) {
+                    at = Some(end);
+                }
+            }
+            if let Some(at) = at
+                && best.is_none_or(|b| (at, i) < b)
+            {
+                best = Some((at, i));
+            }
+        }
+        let (at_ms, w) = best?;
+        let cand = st.candidate(w);
+        let (mut free, mut slots) = (cand.free, cand.free_slots);
+        for o in &st.occupants[w] {
+            if o.end_ms <= at_ms && !st.victims.contains(&o.job) {
+                free = free.saturating_add(&o.resources);
+                slots += 1;
+            }
+        }
+        Some(ActiveReservation {
+            profile: p,
+            job: job.id,
+            worker: w,
+            at_ms,
+            extra: free.saturating_sub(&job.resources),
+            extra_slots: slots.saturating_sub(1),
+        })
+    }
+}
+
+fn deadline_passed(view: &ClusterView, job: &QueuedJob) -> bool {
+    job.deadline_at_ms.is_some_and(|d| view.now_ms >= d)
+}
+
+/// Records a job that is not placed: expired when its deadline passed, else unplaced.
+fn fail(
+    out: &mut Outcome,
+    view: &ClusterView,
+    job: &QueuedJob,
+    summary: String,
+    counts: Option<(Vec<(Reason, u32)>, usize)>,
+) {
+    let expired = deadline_passed(view, job);
+    let line = if expired {
+        format!("scheduling deadline exceeded: {summary}")
+    } else {
+        summary.clone()
+    };
+    if view.explain {
+        let (counts, scanned) = counts.unwrap_or_default();
+        out.explanations.push(Explanation {
+            job: job.id,
+            filter_counts: to_counts(&counts),
+            feasible: 0,
+            total: view.workers.len(),
+            scanned,
+            top_scores: Vec::new(),
+            chosen: None,
+            summary: line.clone(),
+        });
+    }
+    if expired {
+        out.expired.push(Expired {
+            job: job.id,
+            reason: line,
+        });
+    } else {
+        out.unplaced.push(Unplaced {
+            job: job.id,
+            summary: line,
+        });
+    }
+}
+
+fn count_reason(reasons: &mut Vec<(Reason, u32)>, r: Reason) {
+    match reasons.iter_mut().find(|(k, _)| *k == r) {
+        Some((_, n)) => *n += 1,
+        None => reasons.push((r, 1)),
+    }
+}
+
+fn to_counts(reasons: &[(Reason, u32)]) -> BTreeMap<String, u32> {
+    reasons.iter().map(|(r, n)| (r.to_string(), *n)).collect()
+}
+
+/// How many feasible workers to find before scoring.
+fn feasible_limit(config: &ProfileConfig, n: usize) -> usize {
+    let pct = match config.percentage_of_workers_to_score {
+        0 => (50 - (n / 125).min(45)) as u64,
+        p => p.min(100) as u64,
+    };
+    let by_pct = (n as u64 * pct).div_ceil(100) as usize;
+    by_pct
+        .max(config.min_feasible_workers_to_score as usize)
+        .clamp(1, n.max(1))
+}
+
+#[derive(Default)]
+struct Scratch {
+    feasible: Vec<usize>,
+    reasons: Vec<(Reason, u32)>,
+    raw: Vec<Option<f64>>,
+    totals: Vec<f64>,
+    breakdown: Vec<(usize, String, f64)>,
+    top: Vec<WorkerScore>,
+}
+
+/// "This shape fits nowhere this cycle": valid while capacity only shrinks (cleared after a
+/// preemption). Shapes with Affinity or Spread terms also expire when topology counts change.
+#[derive(PartialEq, Eq, Hash)]
+struct ShapeKey<'v> {
+    profile: usize,
+    resources: Resources,
+    constraints: &'v SchedulingConstraints,
+    labels: Option<&'v BTreeMap<String, String>>,
+    relaxed: bool,
+}
+
+struct CachedFailure {
+    summary: String,
+    counts: Vec<(Reason, u32)>,
+    scanned: usize,
+    preemption_failed: [bool; 5],
+    /// For shapes with Affinity/Spread terms: valid while the topology counts are unchanged.
+    topology_version: Option<u64>,
+}
+
+/// A job holding resources on a worker during the cycle.
+#[derive(Debug, Clone)]
+struct Occupant<'v> {
+    job: JobId,
+    priority: Priority,
+    tenant: &'v TenantId,
+    resources: Resources,
+    labels: &'v BTreeMap<String, String>,
+    started_at_ms: u64,
+    end_ms: u64,
+    /// From the view (may be preempted); false = placed this cycle.
+    running: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct TenantUse {
+    jobs: u32,
+    resources: Resources,
+}
+
+pub(crate) struct ActiveReservation {
+    profile: usize,
+    job: JobId,
+    worker: usize,
+    at_ms: u64,
+    /// What the reserved worker has beyond the reserved job's needs at `at_ms`.
+    extra: Resources,
+    extra_slots: u32,
+}
+
+struct TopologyEntry<'v> {
+    selector: &'v BTreeMap<String, String>,
+    key: &'v str,
+    counts: DomainCounts<'v>,
+}
+
+/// Matching-job counts per topology domain, one entry per distinct (selector, topology key).
+#[derive(Default)]
+pub(crate) struct TopologyIndex<'v> {
+    entries: Vec<TopologyEntry<'v>>,
+    by_key: HashMap<(&'v BTreeMap<String, String>, &'v str), usize>,
+}
+
+impl<'v> TopologyIndex<'v> {
+    pub(crate) fn get(
+        &self,
+        selector: &BTreeMap<String, String>,
+        key: &str,
+    ) -> Option<&DomainCounts<'v>> {
+        self.by_key
+            .get(&(selector, key))
+            .map(|&i| &self.entries[i].counts)
+    }
+}
+
+/// Everything that changes while one cycle is planned.
+pub(crate) struct CycleState<'v> {
+    /// Workers in id order.
+    pub(crate) workers: Vec<&'v WorkerInfo>,
+    free: Vec<Resources>,
+    free_slots: Vec<u32>,
+    occupants: Vec<Vec<Occupant<'v>>>,
+    index_of_job: HashMap<JobId, usize>,
+    tenants: BTreeMap<&'v TenantId, TenantUse>,
+    capacity_total: Resources,
+    pub(crate) topology: TopologyIndex<'v>,
+    pub(crate) placed_count: u64,
+    /// Bumped whenever a topology count changes.
+    topology_version: u64,
+    scan_start: usize,
+    victims: HashSet<JobId>,
+    /// Running, not yet evicted jobs per priority rank.
+    preemptible: [u32; 5],
+    preemptions_by_profile: Vec<u32>,
+    reservations: Vec<ActiveReservation>,
+}
+
+impl<'v> CycleState<'v> {
+    fn new(view: &'v ClusterView, profiles: usize) -> Self {
+        let mut workers: Vec<&WorkerInfo> = view.workers.iter().collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        workers.dedup_by(|a, b| a.id == b.id);
+        let index_of: HashMap<&str, usize> = workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.id.as_str(), i))
+            .collect();
+        let mut capacity_total = Resources::ZERO;
+        for w in &workers {
+            if w.state.accepts_work() {
+                capacity_total = capacity_total.saturating_add(&w.capacity);
+            }
+        }
+        let mut st = CycleState {
+            free: workers.iter().map(|w| w.free()).collect(),
+            free_slots: workers.iter().map(|w| w.free_slots()).collect(),
+            occupants: vec![Vec::new(); workers.len()],
+            index_of_job: HashMap::new(),
+            tenants: BTreeMap::new(),
+            capacity_total,
+            topology: TopologyIndex::default(),
+            placed_count: 0,
+            topology_version: 0,
+            scan_start: (view.cycle as usize).wrapping_mul(104_729) % workers.len().max(1),
+            victims: HashSet::new(),
+            preemptible: [0; 5],
+            preemptions_by_profile: vec![0; profiles],
+            reservations: Vec::new(),
+            workers,
+        };
+        for r in &view.running {
+            let u = st.tenants.entry(&r.tenant).or_default();
+            u.jobs += 1;
+            u.resources = u.resources.saturating_add(&r.resources);
+            if let Some(&i) = index_of.get(r.worker.as_str()) {
+                st.occupants[i].push(Occupant {
+                    job: r.id,
+                    priority: r.priority,
+                    tenant: &r.tenant,
+                    resources: r.resources,
+                    labels: &r.labels,
+                    started_at_ms: r.started_at_ms,
+                    end_ms: r.expected_end_ms(view.now_ms),
+                    running: true,
+                });
+                st.index_of_job.insert(r.id, i);
+                st.preemptible[r.priority.rank() as usize] += 1;
+            }
+        }
+        st
+    }
+
+    pub(crate) fn candidate(&self, i: usize) -> Candidate<'v> {
+        Candidate {
+            index: i,
+            info: self.workers[i],
+            free: self.free[i],
+            free_slots: self.free_slots[i],
+        }
+    }
+
+    /// Dominant share of a tenant: max over cpu, memory and gpu of its allocation ÷ capacity.
+    pub(crate) fn dominant_share(&self, tenant: &TenantId) -> f64 {
+        let Some(u) = self.tenants.get(tenant) else {
+            return 0.0;
+        };
+        let c = &self.capacity_total;
+        let f = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        f(u.resources.cpu_millis, c.cpu_millis)
+            .max(f(u.resources.memory_bytes, c.memory_bytes))
+            .max(f(u.resources.gpus as u64, c.gpus as u64))
+    }
+
+    fn quota_block(
+        &self,
+        quotas: &BTreeMap<TenantId, TenantQuota>,
+        job: &QueuedJob,
+    ) -> Option<String> {
+        let q = quotas.get(&job.tenant)?;
+        let u = self.tenants.get(&job.tenant).copied().unwrap_or_default();
+        let t = &job.tenant;
+        if let Some(max) = q.max_running_jobs
+            && u.jobs >= max
+        {
+            return Some(format!(
+                "tenant {t} at quota: {}/{max} running jobs",
+                u.jobs
+            ));
+        }
+        if let Some(max) = q.max_cpu_millis
+            && u.resources.cpu_millis + job.resources.cpu_millis > max
+        {
+            return Some(format!(
+                "tenant {t} at quota: cpu {}/{} in use, job needs {}",
+                format_cpu_millis(u.resources.cpu_millis),
+                format_cpu_millis(max),
+                format_cpu_millis(job.resources.cpu_millis)
+            ));
+        }
+        if let Some(max) = q.max_memory_bytes
+            && u.resources.memory_bytes + job.resources.memory_bytes > max
+        {
+            return Some(format!(
+                "tenant {t} at quota: memory {}/{} in use, job needs {}",
+                format_bytes_approx(u.resources.memory_bytes),
+                format_bytes_approx(max),
+                format_bytes_approx(job.resources.memory_bytes)
+            ));
+        }
+        None
+    }
+
+    fn may_preempt(&self, config: &ProfileConfig, p: usize, job: &QueuedJob) -> bool {
+        let rank = job.priority.rank() as usize;
+        // Critical, High and Medium preempt strictly lower priorities; Low and Batch nothing.
+        config.preemption
+            && rank <= Priority::Medium.rank() as usize
+            && self.preemptions_by_profile[p] < config.preemptions_per_cycle_max
+            && self.preemptible[(rank + 1).min(5)..].iter().any(|&n| n > 0)
+    }
+
+    fn ensure_topology(&mut self, selector: &'v BTreeMap<String, String>, key: &'v str) {
+        if self.topology.by_key.contains_key(&(selector, key)) {
+            return;
+        }
+        let mut counts = DomainCounts::default();
+        for (i, w) in self.workers.iter().enumerate() {
+            let Some(d) = topology_domain(key, w.id.as_str(), &w.labels) else {
+                continue;
+            };
+            counts.add(d, 0);
+            for o in &self.occupants[i] {
+                if selector_matches(selector, o.labels) {
+                    counts.add(d, 1);
+                }
+            }
+        }
+        self.topology
+            .by_key
+            .insert((selector, key), self.topology.entries.len());
+        self.topology.entries.push(TopologyEntry {
+            selector,
+            key,
+            counts,
+        });
+    }
+
+    fn update_topology(&mut self, w: usize, labels: &BTreeMap<String, String>, delta: i64) {
+        let worker = self.workers[w];
+        for e in &mut self.topology.entries {
+            if selector_matches(e.selector, labels)
+                && let Some(d) = topology_domain(e.key, worker.id.as_str(), &worker.labels)
+            {
+                e.counts.add(d, delta);
+                self.topology_version += 1;
+            }
+        }
+    }
+
+    fn place(&mut self, w: usize, job: &'v QueuedJob, now_ms: u64) {
+        debug_assert!(job.resources.fits_in(&self.free[w]) && self.free_slots[w] > 0);
+        self.free[w] = self.free[w].saturating_sub(&job.resources);
+        self.free_slots[w] = self.free_slots[w].saturating_sub(1);
+        let end_ms = job
+            .time_limit_ms
+            .map_or(u64::MAX, |t| now_ms.saturating_add(t));
+        for r in &mut self.reservations {
+            if r.worker == w && r.job != job.id && end_ms > r.at_ms {
+                r.extra = r.extra.saturating_sub(&job.resources);
+                r.extra_slots = r.extra_slots.saturating_sub(1);
+            }
+        }
+        self.occupants[w].push(Occupant {
+            job: job.id,
+            priority: job.priority,
+            tenant: &job.tenant,
+            resources: job.resources,
+            labels: &job.labels,
+            started_at_ms: now_ms,
+            end_ms,
+            running: false,
+        });
+        self.index_of_job.insert(job.id, w);
+        let u = self.tenants.entry(&job.tenant).or_default();
+        u.jobs += 1;
+        u.resources = u.resources.saturating_add(&job.resources);
+        self.update_topology(w, &job.labels, 1);
+        self.placed_count += 1;
+    }
+
+    fn evict(&mut self, job: JobId) {
+        let Some(&w) = self.index_of_job.get(&job) else {
+            return;
+        };
+        let Some(pos) = self.occupants[w].iter().position(|o| o.job == job) else {
+            return;
+        };
+        let o = self.occupants[w].remove(pos);
+        self.victims.insert(job);
+        self.index_of_job.remove(&job);
+        self.free[w] = self.free[w].saturating_add(&o.resources);
+        self.free_slots[w] += 1;
+        if o.running {
+            self.preemptible[o.priority.rank() as usize] -= 1;
+        }
+        if let Some(u) = self.tenants.get_mut(o.tenant) {
+            u.jobs = u.jobs.saturating_sub(1);
+            u.resources = u.resources.saturating_sub(&o.resources);
+        }
+        self.update_topology(w, o.labels, -1);
+    }
+}
