@@ -13,7 +13,7 @@
 //! submissions, cancellations, registrations, finished jobs to waiters — and answers to queries
 //! are released only once the journal is durable up to the change they depend on.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use hodei_runtime::control::{Command, ControlState, Event, Rejection, SchedulingView};
@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::context::NodeContext;
 use crate::job::{JobInit, JobMsg, job_child};
 use crate::journal::{JournalWriter, WriterEvent, WriterOp};
-use crate::metrics::{PoolStateLabel, StateLabel};
+use crate::metrics::{PoolStateLabel, QueueLabel, StateLabel, WorkerResourceLabel};
 use crate::pool::PoolMsg;
 use crate::scheduler::SchedulerMsg;
 use crate::supervisor::SupervisorMsg;
@@ -219,6 +219,13 @@ impl ractor::Message for ControlPlaneMsg {}
 
 type Deferred = Box<dyn FnOnce(&mut Core, Result<(), &str>) + Send>;
 
+/// Label sets of per-tenant and per-worker gauges exported by the last refresh.
+#[derive(Default)]
+struct GaugeLabels {
+    queue: BTreeSet<QueueLabel>,
+    workers: BTreeSet<WorkerResourceLabel>,
+}
+
 /// The control plane's data (everything but the deferred replies).
 pub struct Core {
     ctx: NodeContext,
@@ -232,6 +239,8 @@ pub struct Core {
     waiters: HashMap<JobId, Vec<Reply<JobView>>>,
     waiters_total: usize,
     pending_reasons: HashMap<JobId, String>,
+    /// Label sets of the gauges last exported (so vanished ones are reset or removed).
+    gauge_labels: GaugeLabels,
     last_purge_ms: u64,
     stopping: bool,
     /// Something changed that may let jobs be placed: send the scheduler a view.
@@ -297,6 +306,7 @@ impl Actor for ControlPlane {
             waiters: HashMap::new(),
             waiters_total: 0,
             pending_reasons: HashMap::new(),
+            gauge_labels: GaugeLabels::default(),
             last_purge_ms: now,
             stopping: false,
             sched_dirty: true,
@@ -742,7 +752,7 @@ impl Core {
         out
     }
 
-    fn refresh_gauges(&self) {
+    fn refresh_gauges(&mut self) {
         let m = &self.ctx.metrics;
         let counts = self.state.state_counts();
         for s in JobState::ALL {
@@ -769,6 +779,55 @@ impl Core {
                 })
                 .set(n);
         }
+        // Queue depth: every label seen before is reset so a drained queue reads 0.
+        let mut seen = std::mem::take(&mut self.gauge_labels);
+        for l in &seen.queue {
+            m.queue_depth.get_or_create(l).set(0);
+        }
+        seen.queue.clear();
+        for ((priority, tenant), n) in self.state.pending_counts() {
+            let l = QueueLabel {
+                priority: priority.as_str().into(),
+                tenant: tenant.to_string(),
+            };
+            m.queue_depth.get_or_create(&l).set(n as i64);
+            seen.queue.insert(l);
+        }
+        // Utilisation of registered workers; series of workers that are gone are removed.
+        let mut live = BTreeSet::new();
+        for w in self.state.workers.values() {
+            if !w.state.is_registered() {
+                continue;
+            }
+            let share = |used: u64, cap: u64| {
+                if cap == 0 {
+                    0.0
+                } else {
+                    used as f64 / cap as f64
+                }
+            };
+            for (resource, v) in [
+                ("cpu", share(w.allocated.cpu_millis, w.capacity.cpu_millis)),
+                (
+                    "memory",
+                    share(w.allocated.memory_bytes, w.capacity.memory_bytes),
+                ),
+                ("slots", share(w.running.len() as u64, u64::from(w.slots))),
+            ] {
+                let l = WorkerResourceLabel {
+                    pool: w.pool.to_string(),
+                    worker: w.id.to_string(),
+                    resource: resource.into(),
+                };
+                m.worker_utilisation.get_or_create(&l).set(v);
+                live.insert(l);
+            }
+        }
+        for l in seen.workers.difference(&live) {
+            m.worker_utilisation.remove(l);
+        }
+        seen.workers = live;
+        self.gauge_labels = seen;
     }
 }
 
@@ -933,6 +992,12 @@ impl ControlPlaneState {
         }
         for p in plan.placements {
             let at_ms = self.core.ctx.now_ms();
+            let queued_since_ms = self
+                .core
+                .state
+                .jobs
+                .get(&p.job)
+                .map(|j| j.queued_since_ms());
             match self.command(Command::AssignJob {
                 id: p.job,
                 attempt: p.attempt,
@@ -942,6 +1007,14 @@ impl ControlPlaneState {
             }) {
                 Ok(_) => {
                     self.core.pending_reasons.remove(&p.job);
+                    if let Some(since) = queued_since_ms {
+                        let wait_ms = at_ms.saturating_sub(since);
+                        self.core
+                            .ctx
+                            .metrics
+                            .queue_wait_seconds
+                            .observe(wait_ms as f64 / 1000.0);
+                    }
                 }
                 Err(CommandError::Rejected(r)) => {
                     debug!(job = %p.job, reason = %r, "placement not applied");

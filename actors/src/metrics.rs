@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +35,26 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Labels: a pending job's priority and tenant.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct QueueLabel {
+    /// Priority name.
+    pub priority: String,
+    /// Tenant.
+    pub tenant: String,
+}
+
+/// Labels: one resource of one worker.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct WorkerResourceLabel {
+    /// Pool.
+    pub pool: String,
+    /// Worker.
+    pub worker: String,
+    /// `cpu`, `memory` or `slots`.
+    pub resource: String,
+}
+
 /// Every series the node exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -61,6 +82,24 @@ pub struct Metrics {
     pub workers_lost: Counter,
     /// Actor restarts by supervisors are logged; this counts scheduling cycles.
     pub scheduling_cycles: Counter,
+    /// Time the scheduler takes for one cycle (view → plan), in seconds.
+    pub scheduling_latency_seconds: Histogram,
+    /// Time from when a job became schedulable to its assignment, in seconds.
+    pub queue_wait_seconds: Histogram,
+    /// Schedulable pending jobs per priority and tenant (gauge).
+    pub queue_depth: Family<QueueLabel, Gauge>,
+    /// Running attempts evicted for a higher-priority job.
+    pub preemptions: Counter,
+    /// Running attempts evicted by a `NoExecute` taint.
+    pub taint_evictions: Counter,
+    /// Jobs a cycle could not place, by the most common reason.
+    pub scheduling_failures: Family<ReasonLabel, Counter>,
+    /// Jobs held back by a tenant quota in a cycle.
+    pub quota_holds: Counter,
+    /// Jobs failed at their scheduling deadline.
+    pub scheduling_deadline_failures: Counter,
+    /// Allocated share of each registered worker's cpu, memory and slots (0–1).
+    pub worker_utilisation: Family<WorkerResourceLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +172,60 @@ impl Metrics {
             "Scheduling cycles run",
             scheduling_cycles.clone(),
         );
+        let scheduling_latency_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 20));
+        r.register(
+            "scheduling_latency_seconds",
+            "Time the scheduler takes for one cycle (view to plan)",
+            scheduling_latency_seconds.clone(),
+        );
+        let queue_wait_seconds = Histogram::new(exponential_buckets(0.000_5, 2.0, 24));
+        r.register(
+            "queue_wait_seconds",
+            "Time from a job becoming schedulable to its assignment",
+            queue_wait_seconds.clone(),
+        );
+        let queue_depth = Family::<QueueLabel, Gauge>::default();
+        r.register(
+            "queue_depth",
+            "Pending jobs by priority and tenant",
+            queue_depth.clone(),
+        );
+        let preemptions = Counter::default();
+        r.register(
+            "preemptions",
+            "Running attempts evicted for a higher-priority job",
+            preemptions.clone(),
+        );
+        let taint_evictions = Counter::default();
+        r.register(
+            "taint_evictions",
+            "Running attempts evicted by a NoExecute taint",
+            taint_evictions.clone(),
+        );
+        let scheduling_failures = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "scheduling_failures",
+            "Jobs a scheduling cycle could not place, by the most common reason",
+            scheduling_failures.clone(),
+        );
+        let quota_holds = Counter::default();
+        r.register(
+            "quota_holds",
+            "Jobs held back by a tenant quota in a scheduling cycle",
+            quota_holds.clone(),
+        );
+        let scheduling_deadline_failures = Counter::default();
+        r.register(
+            "scheduling_deadline_failures",
+            "Jobs failed because they could not be placed before their scheduling deadline",
+            scheduling_deadline_failures.clone(),
+        );
+        let worker_utilisation = Family::<WorkerResourceLabel, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "worker_utilisation",
+            "Allocated share of a worker's cpu, memory and slots",
+            worker_utilisation.clone(),
+        );
         Arc::new(Self {
             registry: Mutex::new(r),
             jobs,
@@ -147,6 +240,15 @@ impl Metrics {
             refused_messages,
             workers_lost,
             scheduling_cycles,
+            scheduling_latency_seconds,
+            queue_wait_seconds,
+            queue_depth,
+            preemptions,
+            taint_evictions,
+            scheduling_failures,
+            quota_holds,
+            scheduling_deadline_failures,
+            worker_utilisation,
         })
     }
 

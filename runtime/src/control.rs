@@ -450,6 +450,18 @@ impl ControlState {
         &self.state_counts
     }
 
+    /// Pending jobs per (priority, tenant), for the queue-depth gauges.
+    pub fn pending_counts(&self) -> BTreeMap<(Priority, TenantId), u64> {
+        let mut out = BTreeMap::new();
+        for (_, _, id) in &self.pending {
+            if let Some(j) = self.jobs.get(id) {
+                *out.entry((j.spec.priority, j.spec.tenant.clone()))
+                    .or_default() += 1;
+            }
+        }
+        out
+    }
+
     /// Jobs not yet terminal.
     pub fn active_jobs(&self) -> u64 {
         self.state_counts

@@ -47,8 +47,11 @@ pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
 /// Environment variables with this prefix are set by Hodei and cannot be given in a spec.
 pub const RESERVED_ENV_PREFIX: &str = "HODEI_";
 
-/// Scheduling priority; higher priorities are served first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+/// Scheduling priority; higher priorities are served first. `Ord` sorts highest first
+/// (Critical < High < … < Batch, as [`Priority::rank`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Served before everything else; may preempt all lower priorities.
@@ -746,6 +749,17 @@ impl JobRecord {
             JobState::Scheduled | JobState::Running => self.attempts.last(),
             _ => None,
         }
+    }
+
+    /// Since when a pending job has been schedulable: its submission, the end of its last
+    /// attempt, or the end of its retry backoff, whichever is latest.
+    pub fn queued_since_ms(&self) -> u64 {
+        let last_end = self
+            .attempts
+            .last()
+            .and_then(|a| a.finished_at_ms)
+            .unwrap_or(0);
+        self.submitted_at_ms.max(last_end).max(self.not_before_ms)
     }
 
     /// When the first attempt started running.

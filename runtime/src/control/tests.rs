@@ -389,7 +389,13 @@ fn an_expired_pending_job_fails_with_its_reason_and_a_live_one_cannot_expire() {
     })
     .unwrap();
     assert_eq!(h.job(pending).state, JobState::Failed);
-    assert!(h.job(pending).reason.as_deref().unwrap().starts_with("scheduling deadline"));
+    assert!(
+        h.job(pending)
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("scheduling deadline")
+    );
     let live = h.submit(JobSpec::shell("true"));
     h.assign(live, &w);
     let at_ms = h.tick();
