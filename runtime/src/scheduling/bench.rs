@@ -376,8 +376,13 @@ fn figures(view: &ClusterView, pipeline: &Pipeline) -> BenchFigures {
 
 /// Speed: one cycle over [`scenario`] with the production sampling, all filters and scores on.
 pub fn run(workers: usize, jobs: usize, seed: u64) -> BenchFigures {
+    run_with(workers, jobs, seed, bench_config(0))
+}
+
+/// [`run`] with another configuration (e.g. `bench_config(100)` for exhaustive scoring).
+pub fn run_with(workers: usize, jobs: usize, seed: u64, config: SchedulerConfig) -> BenchFigures {
     let view = scenario(workers, jobs, seed);
-    figures(&view, &Pipeline::new(bench_config(0)))
+    figures(&view, &Pipeline::new(config))
 }
 
 /// Quality: jobs placed (including preemptions) by the production path and by exhaustive

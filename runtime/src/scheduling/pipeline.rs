@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::constraints::{
-    JobAffinityKind, SchedulingConstraints, selector_matches, topology_domain,
+    JobAffinityKind, SchedulingConstraints, TaintEffect, selector_matches, topology_domain,
 };
 use super::evict::evictions;
 use super::plugins::{self, Candidate, DomainCounts, Reason, SchedulingContext, SchedulingPlugin};
@@ -21,15 +21,88 @@ use crate::resources::{Resources, format_bytes_approx, format_cpu_millis};
 struct PluginSlot {
     plugin: Box<dyn SchedulingPlugin>,
     weight: f64,
+    builtin: bool,
 }
+
+/// Built-in filters that depend only on the worker's state, labels and taints, which do not
+/// change within a cycle: evaluated once per distinct constraints per cycle.
+const STATIC_FILTERS: [&str; 4] = [
+    "worker_state",
+    "node_selector",
+    "node_affinity",
+    "taint_toleration",
+];
+/// Built-ins that only score / only filter (the pipeline skips their no-op half).
+const SCORE_ONLY: [&str; 5] = [
+    "spread",
+    "least_loaded",
+    "balanced",
+    "most_allocated",
+    "round_robin",
+];
+const FILTER_ONLY: [&str; 5] = [
+    "worker_state",
+    "slots",
+    "resources",
+    "node_selector",
+    "job_affinity",
+];
+
+/// Most static-filter results kept per cycle (one per distinct constraints and profile).
+const STATIC_SETS_MAX: usize = 1024;
 
 struct ProfileRuntime {
     name: String,
     config: ProfileConfig,
     plugins: Vec<PluginSlot>,
+    /// The leading plugins that are built-in static filters.
+    static_prefix: usize,
+    /// Plugins whose filter runs per worker after the static prefix.
+    dynamic_filters: Vec<usize>,
+    /// Every plugin whose filter does something.
+    filters: Vec<usize>,
+    /// Plugins whose score counts (weight > 0).
+    scorers: Vec<usize>,
 }
 
 impl ProfileRuntime {
+    fn new(name: String, config: ProfileConfig, plugins: Vec<PluginSlot>) -> Self {
+        let mut p = ProfileRuntime {
+            name,
+            config,
+            plugins,
+            static_prefix: 0,
+            dynamic_filters: Vec::new(),
+            filters: Vec::new(),
+            scorers: Vec::new(),
+        };
+        p.reindex();
+        p
+    }
+
+    fn reindex(&mut self) {
+        let builtin_in = |s: &PluginSlot, set: &[&str]| s.builtin && set.contains(&s.plugin.name());
+        self.static_prefix = self
+            .plugins
+            .iter()
+            .take_while(|s| builtin_in(s, &STATIC_FILTERS))
+            .count();
+        self.filters = (0..self.plugins.len())
+            .filter(|&i| !builtin_in(&self.plugins[i], &SCORE_ONLY))
+            .collect();
+        self.dynamic_filters = self
+            .filters
+            .iter()
+            .copied()
+            .filter(|&i| i >= self.static_prefix)
+            .collect();
+        self.scorers = (0..self.plugins.len())
+            .filter(|&i| {
+                self.plugins[i].weight > 0.0 && !builtin_in(&self.plugins[i], &FILTER_ONLY)
+            })
+            .collect();
+    }
+
     fn cacheable(&self) -> bool {
         self.plugins.iter().all(|p| p.plugin.cacheable())
     }
@@ -76,13 +149,10 @@ impl Pipeline {
                     .map(|plugin| PluginSlot {
                         weight: config.weight_of(plugin.name()) as f64,
                         plugin,
+                        builtin: true,
                     })
                     .collect();
-                ProfileRuntime {
-                    name,
-                    config,
-                    plugins,
-                }
+                ProfileRuntime::new(name, config, plugins)
             })
             .collect();
         Pipeline {
@@ -112,7 +182,9 @@ impl Pipeline {
         p.plugins.push(PluginSlot {
             weight: p.config.weight_of(plugin.name()) as f64,
             plugin,
+            builtin: false,
         });
+        p.reindex();
         Ok(())
     }
 
@@ -188,7 +260,7 @@ impl Pipeline {
         view: &'v ClusterView,
         st: &mut CycleState<'v>,
         cache: &mut HashMap<ShapeKey<'v>, CachedFailure>,
-        scratch: &mut Scratch,
+        scratch: &mut Scratch<'v>,
         out: &mut Outcome,
     ) {
         let prof = &self.profiles[p];
@@ -262,8 +334,10 @@ impl Pipeline {
         scratch.feasible.clear();
         scratch.reasons.clear();
         let mut scanned = 0;
+        let mut next_start = st.scan_start;
         let known_infeasible = cached(cache, st);
         if n > 0 && !known_infeasible {
+            let set = self.static_set(p, view, st, job);
             let limit = feasible_limit(&prof.config, n);
             let start = st.scan_start % n;
             let ctx = SchedulingContext {
@@ -273,22 +347,90 @@ impl Pipeline {
                 relaxed,
                 state: st,
             };
-            for k in 0..n {
-                let i = if start + k < n {
-                    start + k
-                } else {
-                    start + k - n
-                };
+            // This job's filters: built-ins that cannot fail for it are dropped, and leading
+            // slots/resources checks are done inline (same reasons, no dynamic call).
+            let base = if set.is_some() {
+                &prof.dynamic_filters
+            } else {
+                &prof.filters
+            };
+            let mut which: Vec<usize> = base
+                .iter()
+                .copied()
+                .filter(|&k| {
+                    let s = &prof.plugins[k];
+                    !(s.builtin
+                        && s.plugin.name() == "job_affinity"
+                        && constraints.job_affinity.is_empty())
+                })
+                .collect();
+            let is = |k: Option<&usize>, name: &str| {
+                k.is_some_and(|&k| prof.plugins[k].builtin && prof.plugins[k].plugin.name() == name)
+            };
+            let inline = is(which.first(), "slots") && is(which.get(1), "resources");
+            if inline {
+                which.drain(..2);
+            }
+            scratch.inline_counts = [0; 5];
+            let mut visit = |i: usize, scratch: &mut Scratch<'v>| -> bool {
                 scanned += 1;
+                next_start = i + 1;
+                if inline {
+                    if st.free_slots[i] == 0 {
+                        scratch.inline_counts[0] += 1;
+                        return false;
+                    }
+                    if let Some(k) = plugins::shortfall(&job.resources, &st.free[i]) {
+                        scratch.inline_counts[1 + k] += 1;
+                        return false;
+                    }
+                }
                 let cand = st.candidate(i);
-                match self.filter(prof, &ctx, job, &cand, false) {
+                match self.filter(prof, &which, &ctx, job, &cand) {
                     Ok(()) => {
                         scratch.feasible.push(i);
-                        if scratch.feasible.len() >= limit {
+                        scratch.feasible.len() >= limit
+                    }
+                    Err(r) => {
+                        count_reason(&mut scratch.reasons, r);
+                        false
+                    }
+                }
+            };
+            match set.map(|k| &st.static_sets[k]) {
+                Some(set) => {
+                    // Workers failing the static filters count once, with their reasons.
+                    scratch.reasons.extend(set.reasons.iter().cloned());
+                    let m = set.eligible.len();
+                    let first = set.eligible.partition_point(|&i| (i as usize) < start);
+                    for k in 0..m {
+                        let i = set.eligible[(first + k) % m] as usize;
+                        if visit(i, scratch) {
                             break;
                         }
                     }
-                    Err(r) => count_reason(&mut scratch.reasons, r),
+                    scanned += n - m;
+                }
+                None => {
+                    for k in 0..n {
+                        let i = if start + k < n {
+                            start + k
+                        } else {
+                            start + k - n
+                        };
+                        if visit(i, scratch) {
+                            break;
+                        }
+                    }
+                }
+            }
+            let names = std::iter::once("no free slot").chain(plugins::RESOURCE_REASONS);
+            for (name, c) in names.zip(scratch.inline_counts) {
+                if c > 0 {
+                    match scratch.reasons.iter_mut().find(|(r, _)| r.as_ref() == name) {
+                        Some((_, n)) => *n += c,
+                        None => scratch.reasons.push((Reason::Borrowed(name), c)),
+                    }
                 }
             }
         }
@@ -296,7 +438,7 @@ impl Pipeline {
         if !scratch.feasible.is_empty() {
             let best = self.score(prof, view, st, job, relaxed, scratch);
             let w = scratch.feasible[best];
-            st.scan_start = (st.scan_start % n.max(1)) + scanned;
+            st.scan_start = next_start;
             st.place(w, job, view.now_ms);
             self.notify(prof, view, st, relaxed, job, w);
             out.placements.push(Placement {
@@ -400,24 +542,18 @@ impl Pipeline {
         fail(out, view, job, summary, Some((counts, scanned)));
     }
 
-    /// Runs the profile's filters in order, then the backfill reservations; the first failure
-    /// wins. `skip_resources` skips resource and slot filters (preemption and reservations).
+    /// Runs the filters `which` (indices into the profile's plugins) in order, then the backfill
+    /// reservations; the first failure wins.
     fn filter(
         &self,
         prof: &ProfileRuntime,
+        which: &[usize],
         ctx: &SchedulingContext<'_, '_>,
         job: &QueuedJob,
         cand: &Candidate<'_>,
-        skip_resources: bool,
     ) -> Result<(), Reason> {
-        for s in &prof.plugins {
-            if skip_resources && s.plugin.resource_filter() {
-                continue;
-            }
-            s.plugin.filter(ctx, job, cand)?;
-        }
-        if skip_resources {
-            return Ok(());
+        for &k in which {
+            prof.plugins[k].plugin.filter(ctx, job, cand)?;
         }
         for r in &ctx.state.reservations {
             if r.worker != cand.index || r.job == job.id {
@@ -433,6 +569,69 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The filters other than resources and slots pass (preemption and reservations look at
+    /// workers as if capacity were freed).
+    fn non_resource_filters_pass(
+        &self,
+        prof: &ProfileRuntime,
+        ctx: &SchedulingContext<'_, '_>,
+        job: &QueuedJob,
+        cand: &Candidate<'_>,
+    ) -> bool {
+        prof.filters.iter().all(|&k| {
+            let p = &prof.plugins[k].plugin;
+            p.resource_filter() || p.filter(ctx, job, cand).is_ok()
+        })
+    }
+
+    /// Index (into `st.static_sets`) of the workers passing the profile's static filters for
+    /// the job's constraints, computed once per cycle; `None` when the profile has no static
+    /// prefix or the per-cycle limit is reached.
+    fn static_set<'v>(
+        &self,
+        p: usize,
+        view: &'v ClusterView,
+        st: &mut CycleState<'v>,
+        job: &'v QueuedJob,
+    ) -> Option<usize> {
+        let prof = &self.profiles[p];
+        if prof.static_prefix == 0 {
+            return None;
+        }
+        let constraints: &'v SchedulingConstraints = &job.constraints;
+        if let Some(&k) = st.static_index.get(&(p, constraints)) {
+            return Some(k);
+        }
+        if st.static_sets.len() >= STATIC_SETS_MAX {
+            return None;
+        }
+        let set = {
+            let ctx = SchedulingContext {
+                view,
+                profile_name: &prof.name,
+                profile: &prof.config,
+                relaxed: false,
+                state: st,
+            };
+            let mut set = StaticSet::default();
+            for i in 0..st.workers.len() {
+                let cand = st.candidate(i);
+                let verdict = prof.plugins[..prof.static_prefix]
+                    .iter()
+                    .try_for_each(|s| s.plugin.filter(&ctx, job, &cand));
+                match verdict {
+                    Ok(()) => set.eligible.push(i as u32),
+                    Err(r) => count_reason(&mut set.reasons, r),
+                }
+            }
+            set
+        };
+        st.static_index
+            .insert((p, constraints), st.static_sets.len());
+        st.static_sets.push(set);
+        Some(st.static_sets.len() - 1)
+    }
+
     /// Scores the feasible workers, returns the index (into `scratch.feasible`) of the best and
     /// fills `scratch.top` when explaining.
     fn score<'v>(
@@ -442,7 +641,7 @@ impl Pipeline {
         st: &CycleState<'v>,
         job: &QueuedJob,
         relaxed: bool,
-        scratch: &mut Scratch,
+        scratch: &mut Scratch<'v>,
     ) -> usize {
         let nf = scratch.feasible.len();
         if nf == 1 && !view.explain {
@@ -457,16 +656,35 @@ impl Pipeline {
         };
         scratch.totals.clear();
         scratch.totals.resize(nf, 0.0);
+        scratch.cands.clear();
+        scratch
+            .cands
+            .extend(scratch.feasible.iter().map(|&w| st.candidate(w)));
         scratch.raw.clear();
         scratch.breakdown.clear();
-        for s in &prof.plugins {
-            if s.weight <= 0.0 || (relaxed && s.plugin.soft()) {
+        let c = &job.constraints;
+        for &k in &prof.scorers {
+            let s = &prof.plugins[k];
+            if relaxed && s.plugin.soft() {
                 continue;
+            }
+            if s.builtin {
+                let idle = match s.plugin.name() {
+                    "node_affinity" => c.node_affinity.preferred.is_empty(),
+                    "spread" => !c
+                        .job_affinity
+                        .iter()
+                        .any(|t| matches!(t.kind, JobAffinityKind::Spread { .. })),
+                    _ => false,
+                };
+                if idle {
+                    continue;
+                }
             }
             scratch.raw.clear();
             let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            for &w in &scratch.feasible {
-                let v = s.plugin.score(&ctx, job, &st.candidate(w));
+            for cand in &scratch.cands {
+                let v = s.plugin.score(&ctx, job, cand);
                 if let Some(v) = v {
                     lo = lo.min(v);
                     hi = hi.max(v);
@@ -579,7 +797,7 @@ impl Pipeline {
             if !job.resources.fits_in(&free) || slots == 0 {
                 continue;
             }
-            if self.filter(prof, &ctx, job, &cand, true).is_err() {
+            if !self.non_resource_filters_pass(prof, &ctx, job, &cand) {
                 continue;
             }
             let mut pool = pool;
@@ -639,7 +857,7 @@ impl Pipeline {
         let mut best: Option<(u64, usize)> = None;
         for i in 0..st.workers.len() {
             let cand = st.candidate(i);
-            if self.filter(prof, &ctx, job, &cand, true).is_err() {
+            if !self.non_resource_filters_pass(prof, &ctx, job, &cand) {
                 continue;
             }
             let mut ends: Vec<(u64, Resources)> = st.occupants[i]
@@ -731,7 +949,8 @@ fn fail(
 }
 
 fn count_reason(reasons: &mut Vec<(Reason, u32)>, r: Reason) {
-    match reasons.iter_mut().find(|(k, _)| *k == r) {
+    let same = |a: &str, b: &str| (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b;
+    match reasons.iter_mut().find(|(k, _)| same(k, &r)) {
         Some((_, n)) => *n += 1,
         None => reasons.push((r, 1)),
     }
@@ -754,8 +973,11 @@ fn feasible_limit(config: &ProfileConfig, n: usize) -> usize {
 }
 
 #[derive(Default)]
-struct Scratch {
+struct Scratch<'v> {
     feasible: Vec<usize>,
+    cands: Vec<Candidate<'v>>,
+    /// Inline slot/resource rejections: no free slot, cpu, memory, ephemeral-storage, gpu.
+    inline_counts: [u32; 5],
     reasons: Vec<(Reason, u32)>,
     raw: Vec<Option<f64>>,
     totals: Vec<f64>,
@@ -844,6 +1066,9 @@ pub(crate) struct CycleState<'v> {
     pub(crate) workers: Vec<&'v WorkerInfo>,
     free: Vec<Resources>,
     free_slots: Vec<u32>,
+    capacity: Vec<Resources>,
+    slots: Vec<u32>,
+    prefer_no_schedule: Vec<bool>,
     occupants: Vec<Vec<Occupant<'v>>>,
     index_of_job: HashMap<JobId, usize>,
     tenants: BTreeMap<&'v TenantId, TenantUse>,
@@ -858,6 +1083,16 @@ pub(crate) struct CycleState<'v> {
     preemptible: [u32; 5],
     preemptions_by_profile: Vec<u32>,
     reservations: Vec<ActiveReservation>,
+    static_sets: Vec<StaticSet>,
+    static_index: HashMap<(usize, &'v SchedulingConstraints), usize>,
+}
+
+/// Workers passing a profile's static filters for one set of constraints, and the reasons of
+/// the others.
+#[derive(Default)]
+struct StaticSet {
+    eligible: Vec<u32>,
+    reasons: Vec<(Reason, u32)>,
 }
 
 impl<'v> CycleState<'v> {
@@ -879,6 +1114,16 @@ impl<'v> CycleState<'v> {
         let mut st = CycleState {
             free: workers.iter().map(|w| w.free()).collect(),
             free_slots: workers.iter().map(|w| w.free_slots()).collect(),
+            capacity: workers.iter().map(|w| w.capacity).collect(),
+            slots: workers.iter().map(|w| w.slots).collect(),
+            prefer_no_schedule: workers
+                .iter()
+                .map(|w| {
+                    w.taints
+                        .iter()
+                        .any(|t| t.effect == TaintEffect::PreferNoSchedule)
+                })
+                .collect(),
             occupants: vec![Vec::new(); workers.len()],
             index_of_job: HashMap::new(),
             tenants: BTreeMap::new(),
@@ -891,6 +1136,8 @@ impl<'v> CycleState<'v> {
             preemptible: [0; 5],
             preemptions_by_profile: vec![0; profiles],
             reservations: Vec::new(),
+            static_sets: Vec::new(),
+            static_index: HashMap::new(),
             workers,
         };
         for r in &view.running {
@@ -921,6 +1168,9 @@ impl<'v> CycleState<'v> {
             info: self.workers[i],
             free: self.free[i],
             free_slots: self.free_slots[i],
+            capacity: self.capacity[i],
+            slots: self.slots[i],
+            prefer_no_schedule: self.prefer_no_schedule[i],
         }
     }
 

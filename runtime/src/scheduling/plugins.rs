@@ -28,6 +28,12 @@ pub struct Candidate<'a> {
     pub free: Resources,
     /// Free slots now.
     pub free_slots: u32,
+    /// The worker's capacity (a copy of `info.capacity`, kept contiguous for speed).
+    pub capacity: Resources,
+    /// The worker's slots (a copy of `info.slots`).
+    pub slots: u32,
+    /// The worker carries at least one PreferNoSchedule taint.
+    pub prefer_no_schedule: bool,
 }
 
 /// Read-only access to the cycle for plugins.
@@ -182,11 +188,11 @@ pub trait SchedulingPlugin: Send + Sync {
 /// Names of the built-in plugins, in the order their filters run.
 pub const BUILTIN_PLUGINS: [&str; 12] = [
     "worker_state",
-    "slots",
-    "resources",
     "node_selector",
     "node_affinity",
     "taint_toleration",
+    "slots",
+    "resources",
     "job_affinity",
     "spread",
     "least_loaded",
@@ -269,22 +275,37 @@ impl SchedulingPlugin for ResourcesFilter {
         job: &QueuedJob,
         w: &Candidate<'_>,
     ) -> Result<(), Reason> {
-        let r = &job.resources;
-        let f = &w.free;
-        if r.cpu_millis > f.cpu_millis {
-            Err(Cow::Borrowed("insufficient cpu"))
-        } else if r.memory_bytes > f.memory_bytes {
-            Err(Cow::Borrowed("insufficient memory"))
-        } else if r.ephemeral_storage_bytes > f.ephemeral_storage_bytes {
-            Err(Cow::Borrowed("insufficient ephemeral-storage"))
-        } else if r.gpus > f.gpus {
-            Err(Cow::Borrowed("insufficient gpu"))
-        } else {
-            Ok(())
+        match shortfall(&job.resources, &w.free) {
+            Some(k) => Err(Cow::Borrowed(RESOURCE_REASONS[k])),
+            None => Ok(()),
         }
     }
     fn resource_filter(&self) -> bool {
         true
+    }
+}
+
+/// Reasons of the resources filter, by dimension.
+pub(crate) const RESOURCE_REASONS: [&str; 4] = [
+    "insufficient cpu",
+    "insufficient memory",
+    "insufficient ephemeral-storage",
+    "insufficient gpu",
+];
+
+/// The first dimension (index into [`RESOURCE_REASONS`]) in which `request` does not fit.
+#[inline]
+pub(crate) fn shortfall(request: &Resources, free: &Resources) -> Option<usize> {
+    if request.cpu_millis > free.cpu_millis {
+        Some(0)
+    } else if request.memory_bytes > free.memory_bytes {
+        Some(1)
+    } else if request.ephemeral_storage_bytes > free.ephemeral_storage_bytes {
+        Some(2)
+    } else if request.gpus > free.gpus {
+        Some(3)
+    } else {
+        None
     }
 }
 
@@ -491,7 +512,7 @@ fn frac(part: u64, whole: u64) -> f64 {
 
 /// Utilisation of cpu and memory after placing `job`.
 fn utilisation_after(job: &QueuedJob, w: &Candidate<'_>) -> (f64, f64) {
-    let cap = &w.info.capacity;
+    let cap = &w.capacity;
     let cpu_used = cap.cpu_millis.saturating_sub(w.free.cpu_millis) + job.resources.cpu_millis;
     let mem_used =
         cap.memory_bytes.saturating_sub(w.free.memory_bytes) + job.resources.memory_bytes;
@@ -514,7 +535,7 @@ impl SchedulingPlugin for LeastLoadedScore {
         w: &Candidate<'_>,
     ) -> Option<f64> {
         let (cpu, mem) = utilisation_after(job, w);
-        let slots = 1.0 - frac(w.free_slots.saturating_sub(1) as u64, w.info.slots as u64);
+        let slots = 1.0 - frac(w.free_slots.saturating_sub(1) as u64, w.slots as u64);
         Some(100.0 * (3.0 - cpu - mem - slots) / 3.0)
     }
 }
