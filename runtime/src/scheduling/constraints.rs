@@ -70,17 +70,22 @@ fn check_len(field: &str, n: usize) -> Result<(), SchedulingError> {
 // Taints and tolerations
 // ---------------------------------------------------------------------------------------------
 
-/// What a taint does to jobs that do not tolerate it.
+/// What a taint does to jobs that do not tolerate it. Serialised in snake_case like Hodei's
+/// other enums; the Kubernetes spelling (`NoSchedule`) is accepted too.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
+#[serde(rename_all = "snake_case")]
 pub enum TaintEffect {
     /// New jobs are not placed on the worker.
     #[default]
+    #[serde(alias = "NoSchedule")]
     NoSchedule,
     /// New jobs avoid the worker when they can (a score, not a filter).
+    #[serde(alias = "PreferNoSchedule")]
     PreferNoSchedule,
     /// New jobs are not placed, and running ones are evicted (after their toleration seconds).
+    #[serde(alias = "NoExecute")]
     NoExecute,
 }
 
@@ -173,11 +178,14 @@ impl FromStr for Taint {
 
 /// How a toleration compares its value with a taint's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TolerationOperator {
     /// Key and value must be equal.
     #[default]
+    #[serde(alias = "Equal")]
     Equal,
     /// Key must be equal (any value); an empty key matches every taint.
+    #[serde(alias = "Exists")]
     Exists,
 }
 
@@ -318,19 +326,26 @@ impl FromStr for Toleration {
 
 /// A label selector operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SelectorOp {
     /// The label's value is one of `values`.
     #[default]
+    #[serde(alias = "In")]
     In,
     /// The label is absent or its value is none of `values`.
+    #[serde(alias = "NotIn")]
     NotIn,
     /// The label is present.
+    #[serde(alias = "Exists")]
     Exists,
     /// The label is absent.
+    #[serde(alias = "DoesNotExist")]
     DoesNotExist,
     /// The label's value, as an integer, is greater than the single value.
+    #[serde(alias = "Gt")]
     Gt,
     /// The label's value, as an integer, is less than the single value.
+    #[serde(alias = "Lt")]
     Lt,
 }
 

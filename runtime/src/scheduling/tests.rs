@@ -1269,6 +1269,35 @@ fn constraints_decode_from_partial_data() {
     );
 }
 
+#[test]
+fn constraints_and_explanations_survive_the_store_codec() {
+    let c = SchedulingConstraints {
+        profile: Some("gpu".into()),
+        node_selector: labels(&[("zone", "a")]),
+        node_affinity: NodeAffinity {
+            required: vec!["cores gt 4 && !spot".parse().unwrap()],
+            preferred: vec![WeightedTerm {
+                weight: 5,
+                term: "arch in (arm64)".parse().unwrap(),
+            }],
+        },
+        tolerations: vec!["spot:NoExecute:30".parse().unwrap()],
+        job_affinity: vec![term(JobAffinityKind::Spread { max_skew: 1 }, "web", "zone")],
+        scheduling_deadline_ms: Some(60_000),
+    };
+    let bytes = crate::codec::encode(&c).unwrap();
+    assert_eq!(
+        crate::codec::decode_store::<SchedulingConstraints>(&bytes).unwrap(),
+        c
+    );
+    let out = default_pipeline().schedule(&view(
+        vec![worker("a", 8, 4)],
+        vec![job(1, 100, Priority::Medium)],
+    ));
+    let bytes = crate::codec::encode(&out).unwrap();
+    assert_eq!(crate::codec::decode_store::<Outcome>(&bytes).unwrap(), out);
+}
+
 // ------------------------------------------------------------------------------------- bench
 
 #[test]
