@@ -1338,7 +1338,7 @@ fn gen_strategy() -> impl Strategy<Value = Gen> {
     (
         proptest::collection::vec((1u64..16, 1u32..6, 0u8..3), 1..8),
         proptest::collection::vec((0usize..8, 100u64..4000, 0usize..5), 0..20),
-        proptest::collection::vec((100u64..6000, 0usize..5, 0u8..3, 0u8..4), 0..40),
+        proptest::collection::vec((100u64..6000, 0usize..5, 0u8..3, 0u8..6), 0..40),
     )
         .prop_map(|(workers, running, pending)| Gen {
             workers,
@@ -1390,7 +1390,7 @@ fn build(g: &Gen) -> ClusterView {
                         ..Default::default()
                     }
                 }
-                _ => SchedulingConstraints {
+                3 => SchedulingConstraints {
                     node_affinity: NodeAffinity {
                         required: vec![],
                         preferred: vec![WeightedTerm {
@@ -1400,7 +1400,28 @@ fn build(g: &Gen) -> ClusterView {
                     },
                     ..Default::default()
                 },
+                4 => {
+                    j.labels = labels(&[("app", "web")]);
+                    SchedulingConstraints {
+                        job_affinity: vec![term(
+                            JobAffinityKind::Spread { max_skew: 1 },
+                            "web",
+                            "zone",
+                        )],
+                        ..Default::default()
+                    }
+                }
+                _ => {
+                    j.labels = labels(&[("app", "grp")]);
+                    SchedulingConstraints {
+                        job_affinity: vec![term(JobAffinityKind::Affinity, "grp", "zone")],
+                        ..Default::default()
+                    }
+                }
             });
+            if cpu % 3 != 0 {
+                j.time_limit_ms = Some(cpu * 100);
+            }
             j
         })
         .collect();
@@ -1471,9 +1492,20 @@ fn assert_no_overcommit(v: &ClusterView) -> Result<(), TestCaseError> {
 
 proptest! {
     #[test]
-    fn a_plan_never_overcommits_and_never_preempts_equal_or_higher_priority(g in gen_strategy()) {
+    fn a_plan_never_overcommits_and_never_preempts_equal_or_higher_priority(
+        g in gen_strategy(),
+        queue in 0usize..4,
+        pct in prop_oneof![Just(0u32), Just(100)],
+    ) {
         let v = build(&g);
-        let out = default_pipeline().schedule(&v);
+        let queue = [QueueStrategy::Fifo, QueueStrategy::Priority, QueueStrategy::Fair, QueueStrategy::Backfill][queue];
+        let out = pipeline_with(ProfileConfig {
+            queue,
+            percentage_of_workers_to_score: pct,
+            min_feasible_workers_to_score: 2,
+            ..Default::default()
+        })
+        .schedule(&v);
         let decided = out.placements.len() + out.preemptions.len() + out.unplaced.len();
         prop_assert_eq!(decided, v.pending.len());
         let mut seen = std::collections::BTreeSet::new();
@@ -1496,6 +1528,12 @@ proptest! {
         v.explain = cycle % 2 == 0;
         let p = default_pipeline();
         prop_assert_eq!(p.schedule(&v), p.schedule(&v));
+        let mut quiet = v.clone();
+        quiet.explain = !v.explain;
+        let (a, b) = (p.schedule(&v), p.schedule(&quiet));
+        prop_assert_eq!(&a.placements, &b.placements, "explaining does not change decisions");
+        prop_assert_eq!(&a.preemptions, &b.preemptions);
+        prop_assert_eq!(&a.unplaced, &b.unplaced);
         let mut shuffled = v.clone();
         shuffled.workers.reverse();
         shuffled.pending.reverse();
@@ -1516,8 +1554,15 @@ proptest! {
         let second = p.schedule(&applied);
         let after = apply(&applied, &second);
         assert_no_overcommit(&after)?;
-        // Capacity only shrank: what fitted nowhere still fits nowhere.
-        for u in &first.unplaced {
+        // Capacity only shrank: what fitted nowhere still fits nowhere (Affinity and Spread
+        // terms aside: more running jobs can satisfy them).
+        let grows = |id: JobId| {
+            v.pending
+                .iter()
+                .find(|j| j.id == id)
+                .is_some_and(|j| j.constraints.job_affinity.iter().any(|t| t.kind != JobAffinityKind::AntiAffinity))
+        };
+        for u in first.unplaced.iter().filter(|u| !grows(u.job)) {
             prop_assert!(second.placements.iter().all(|pl| pl.job != u.job), "job {} placed on replan", u.job);
         }
         prop_assert!(second.placements.iter().all(|pl| applied.running.iter().all(|r| r.id != pl.job)));
