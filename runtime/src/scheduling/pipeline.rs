@@ -306,6 +306,8 @@ impl Pipeline {
             constraints,
             labels: (!constraints.job_affinity.is_empty()).then_some(&job.labels),
             relaxed,
+            // A backfill reservation admits jobs by their expected end.
+            time_limit_ms: (!st.reservations.is_empty()).then_some(job.time_limit_ms),
         });
         let preempt_ok = st.may_preempt(&prof.config, p, job);
         let rank = job.priority.rank() as usize;
@@ -994,6 +996,7 @@ struct ShapeKey<'v> {
     constraints: &'v SchedulingConstraints,
     labels: Option<&'v BTreeMap<String, String>>,
     relaxed: bool,
+    time_limit_ms: Option<Option<u64>>,
 }
 
 struct CachedFailure {

@@ -764,6 +764,22 @@ fn backfill_starts_a_short_job_ahead_of_a_blocked_wide_one_but_not_a_long_one() 
 }
 
 #[test]
+fn a_long_job_refused_by_the_reservation_does_not_refuse_a_short_one_of_the_same_shape() {
+    let p = pipeline_with(ProfileConfig {
+        queue: QueueStrategy::Backfill,
+        preemption: false,
+        ..Default::default()
+    });
+    let mut v = backfill_view(500_000);
+    v.pending.swap(1, 2); // the long job (3) now comes before the short one (2)
+    v.pending[1].seq = 2;
+    v.pending[2].seq = 3;
+    let out = p.schedule(&v);
+    assert_eq!(summary_of(&out, 3), "0/1 workers fit: 1 reserved for job 1");
+    assert_eq!(placed_on(&out, 2), Some("w"));
+}
+
+#[test]
 fn backfill_lets_a_long_job_use_resources_the_reservation_does_not_need() {
     let p = pipeline_with(ProfileConfig {
         queue: QueueStrategy::Backfill,
