@@ -1,6 +1,7 @@
 //! The pipeline proper: per-cycle state, the scan/filter/score loop, preemption and backfill.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::constraints::{
     JobAffinityKind, SchedulingConstraints, TaintEffect, selector_matches, topology_domain,
@@ -17,6 +18,59 @@ use super::{
 use crate::ids::{JobId, TenantId};
 use crate::job::Priority;
 use crate::resources::{Resources, format_bytes_approx, format_cpu_millis};
+
+/// FxHash, rustc's hasher: a multiply-rotate per word, much cheaper than SipHash for the short
+/// keys of the per-cycle caches. Flooding resistance is not needed: the maps live for one cycle
+/// and are keyed by data the control plane validated. (Hash maps are only used for lookups, so
+/// the hasher never influences a decision.)
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
+type HashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
+type HashSet<K> = std::collections::HashSet<K, FxBuild>;
 
 struct PluginSlot {
     plugin: Box<dyn SchedulingPlugin>,
@@ -47,6 +101,9 @@ const FILTER_ONLY: [&str; 5] = [
     "node_selector",
     "job_affinity",
 ];
+
+/// Most distinct (selector, topology key) job-affinity terms counted per cycle.
+const TOPOLOGY_TERMS_MAX: usize = 1024;
 
 /// Most static-filter results kept per cycle (one per distinct constraints and profile).
 const STATIC_SETS_MAX: usize = 1024;
@@ -227,7 +284,7 @@ impl Pipeline {
             .zip(&self.profiles)
             .map(|(jobs, p)| ProfileQueue::build(&p.config, jobs, view))
             .collect();
-        let mut cache: HashMap<ShapeKey<'_>, CachedFailure> = HashMap::new();
+        let mut cache: HashMap<ShapeKey<'_>, CachedFailure> = HashMap::default();
         let mut scratch = Scratch::default();
         loop {
             let mut progressed = false;
@@ -329,7 +386,13 @@ impl Pipeline {
         }
 
         for t in &constraints.job_affinity {
-            st.ensure_topology(&t.selector, &t.topology_key);
+            if !st.ensure_topology(&t.selector, &t.topology_key) {
+                let summary = format!(
+                    "more than {TOPOLOGY_TERMS_MAX} distinct job-affinity terms this cycle; retried next cycle"
+                );
+                fail(out, view, job, summary, None);
+                return;
+            }
         }
 
         let n = st.workers.len();
@@ -711,7 +774,6 @@ impl Pipeline {
             }
         }
         // Best: highest total, ties to the lower worker id (lower index = lower id).
-        let mut order: Vec<usize> = (0..nf).collect();
         let better = |a: usize, b: usize| {
             let (ta, tb) = (scratch.totals[a], scratch.totals[b]);
             tb.partial_cmp(&ta)
@@ -719,8 +781,9 @@ impl Pipeline {
                 .then(scratch.feasible[a].cmp(&scratch.feasible[b]))
         };
         if !view.explain {
-            return order.into_iter().min_by(|&a, &b| better(a, b)).unwrap_or(0);
+            return (0..nf).min_by(|&a, &b| better(a, b)).unwrap_or(0);
         }
+        let mut order: Vec<usize> = (0..nf).collect();
         order.sort_by(|&a, &b| better(a, b));
         scratch.top = order
             .iter()
@@ -1041,7 +1104,7 @@ pub(crate) struct ActiveReservation {
 struct TopologyEntry<'v> {
     selector: &'v BTreeMap<String, String>,
     key: &'v str,
-    counts: DomainCounts<'v>,
+    counts: DomainCounts,
 }
 
 /// Matching-job counts per topology domain, one entry per distinct (selector, topology key).
@@ -1056,7 +1119,16 @@ impl<'v> TopologyIndex<'v> {
         &self,
         selector: &BTreeMap<String, String>,
         key: &str,
-    ) -> Option<&DomainCounts<'v>> {
+    ) -> Option<&DomainCounts> {
+        // Fast path: plugins pass the job's own term, whose addresses an entry usually holds.
+        let same = |e: &TopologyEntry<'v>| {
+            std::ptr::eq(e.selector, selector)
+                && std::ptr::eq(e.key.as_ptr(), key.as_ptr())
+                && e.key.len() == key.len()
+        };
+        if let Some(e) = self.entries.iter().find(|e| same(e)) {
+            return Some(&e.counts);
+        }
         self.by_key
             .get(&(selector, key))
             .map(|&i| &self.entries[i].counts)
@@ -1128,19 +1200,19 @@ impl<'v> CycleState<'v> {
                 })
                 .collect(),
             occupants: vec![Vec::new(); workers.len()],
-            index_of_job: HashMap::new(),
+            index_of_job: HashMap::default(),
             tenants: BTreeMap::new(),
             capacity_total,
             topology: TopologyIndex::default(),
             placed_count: 0,
             topology_version: 0,
             scan_start: (view.cycle as usize).wrapping_mul(104_729) % workers.len().max(1),
-            victims: HashSet::new(),
+            victims: HashSet::default(),
             preemptible: [0; 5],
             preemptions_by_profile: vec![0; profiles],
             reservations: Vec::new(),
             static_sets: Vec::new(),
-            static_index: HashMap::new(),
+            static_index: HashMap::default(),
             workers,
         };
         for r in &view.running {
@@ -1237,19 +1309,38 @@ impl<'v> CycleState<'v> {
             && self.preemptible[(rank + 1).min(5)..].iter().any(|&n| n > 0)
     }
 
-    fn ensure_topology(&mut self, selector: &'v BTreeMap<String, String>, key: &'v str) {
+    /// Prepares the counts for a job-affinity term; false when the per-cycle limit of distinct
+    /// terms is reached.
+    fn ensure_topology(&mut self, selector: &'v BTreeMap<String, String>, key: &'v str) -> bool {
         if self.topology.by_key.contains_key(&(selector, key)) {
-            return;
+            return true;
         }
-        let mut counts = DomainCounts::default();
-        for (i, w) in self.workers.iter().enumerate() {
-            let Some(d) = topology_domain(key, w.id.as_str(), &w.labels) else {
-                continue;
+        if self.topology.entries.len() >= TOPOLOGY_TERMS_MAX {
+            return false;
+        }
+        let mut ids: HashMap<&'v str, u32> = HashMap::default();
+        let mut counts = DomainCounts {
+            domain_of: Vec::with_capacity(self.workers.len()),
+            ..Default::default()
+        };
+        for w in &self.workers {
+            let d = match topology_domain(key, w.id.as_str(), &w.labels) {
+                Some(name) => {
+                    let next = ids.len() as u32;
+                    *ids.entry(name).or_insert(next)
+                }
+                None => u32::MAX,
             };
-            counts.add(d, 0);
-            for o in &self.occupants[i] {
+            counts.domain_of.push(d);
+        }
+        counts.counts = vec![0; ids.len()];
+        if !ids.is_empty() {
+            counts.histogram.insert(0, ids.len() as u32);
+        }
+        for (i, occupants) in self.occupants.iter().enumerate() {
+            for o in occupants {
                 if selector_matches(selector, o.labels) {
-                    counts.add(d, 1);
+                    counts.add_at(i, 1);
                 }
             }
         }
@@ -1261,15 +1352,12 @@ impl<'v> CycleState<'v> {
             key,
             counts,
         });
+        true
     }
 
     fn update_topology(&mut self, w: usize, labels: &BTreeMap<String, String>, delta: i64) {
-        let worker = self.workers[w];
         for e in &mut self.topology.entries {
-            if selector_matches(e.selector, labels)
-                && let Some(d) = topology_domain(e.key, worker.id.as_str(), &worker.labels)
-            {
-                e.counts.add(d, delta);
+            if selector_matches(e.selector, labels) && e.counts.add_at(w, delta) {
                 self.topology_version += 1;
             }
         }

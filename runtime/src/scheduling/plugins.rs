@@ -7,9 +7,7 @@
 use std::borrow::Cow;
 
 use super::ProfileConfig;
-use super::constraints::{
-    JobAffinityKind, TaintEffect, selector_matches, tolerated, topology_domain,
-};
+use super::constraints::{JobAffinityKind, TaintEffect, selector_matches, tolerated};
 use super::pipeline::CycleState;
 use super::view::{ClusterView, QueuedJob, WorkerInfo};
 use crate::resources::Resources;
@@ -86,26 +84,34 @@ impl<'c, 'v> SchedulingContext<'c, 'v> {
         &self,
         selector: &std::collections::BTreeMap<String, String>,
         topology_key: &str,
-    ) -> Option<&DomainCounts<'v>> {
+    ) -> Option<&DomainCounts> {
         self.state.topology.get(selector, topology_key)
     }
 }
 
 /// How many running (or placed this cycle) jobs matching a selector sit in each topology domain.
+/// Domains are the distinct values of the topology key over the view's workers.
 #[derive(Debug, Clone, Default)]
-pub struct DomainCounts<'v> {
-    pub(crate) counts: std::collections::HashMap<&'v str, u32>,
+pub struct DomainCounts {
+    /// Per worker index: its domain, or `u32::MAX` when it lacks the topology key.
+    pub(crate) domain_of: Vec<u32>,
+    /// Per domain: matching jobs.
+    pub(crate) counts: Vec<u32>,
     /// count → number of domains with that count (the minimum is its first key).
     pub(crate) histogram: std::collections::BTreeMap<u32, u32>,
     pub(crate) total: u32,
 }
 
-impl<'v> DomainCounts<'v> {
-    /// Matching jobs in `domain` (0 when the domain is unknown).
-    pub fn count(&self, domain: &str) -> u32 {
-        self.counts.get(domain).copied().unwrap_or(0)
+impl DomainCounts {
+    /// Matching jobs in the domain of the worker at `worker_index`; `None` when the worker has
+    /// no domain (lacks the topology key).
+    pub fn count_at(&self, worker_index: usize) -> Option<u32> {
+        match self.domain_of.get(worker_index) {
+            Some(&d) if d != u32::MAX => Some(self.counts[d as usize]),
+            _ => None,
+        }
     }
-    /// Smallest count over all domains (workers accepting work that carry the topology key).
+    /// Smallest count over all domains.
     pub fn min(&self) -> u32 {
         self.histogram.keys().next().copied().unwrap_or(0)
     }
@@ -113,8 +119,14 @@ impl<'v> DomainCounts<'v> {
     pub fn total(&self) -> u32 {
         self.total
     }
-    pub(crate) fn add(&mut self, domain: &'v str, delta: i64) {
-        let c = self.counts.entry(domain).or_insert(0);
+    pub(crate) fn add_at(&mut self, worker_index: usize, delta: i64) -> bool {
+        let Some(&d) = self.domain_of.get(worker_index) else {
+            return false;
+        };
+        if d == u32::MAX {
+            return false;
+        }
+        let c = &mut self.counts[d as usize];
         if let Some(n) = self.histogram.get_mut(c) {
             *n -= 1;
             if *n == 0 {
@@ -124,6 +136,7 @@ impl<'v> DomainCounts<'v> {
         *c = (*c as i64 + delta).max(0) as u32;
         *self.histogram.entry(*c).or_insert(0) += 1;
         self.total = (self.total as i64 + delta).max(0) as u32;
+        true
     }
 }
 
@@ -396,6 +409,9 @@ impl SchedulingPlugin for TaintTolerationPlugin {
         job: &QueuedJob,
         w: &Candidate<'_>,
     ) -> Option<f64> {
+        if !w.prefer_no_schedule {
+            return Some(0.0);
+        }
         let n = w
             .info
             .taints
@@ -428,19 +444,17 @@ impl SchedulingPlugin for JobAffinityFilter {
             let Some(counts) = ctx.domain_counts(&term.selector, &term.topology_key) else {
                 continue;
             };
-            let domain = topology_domain(&term.topology_key, w.info.id.as_str(), &w.info.labels);
+            let here = counts.count_at(w.index);
             match term.kind {
                 JobAffinityKind::Affinity => {
                     let first_of_group = counts.total() == 0 && term.selects(&job.labels);
-                    match domain {
-                        Some(d) if counts.count(d) > 0 || first_of_group => {}
+                    match here {
+                        Some(c) if c > 0 || first_of_group => {}
                         _ => return Err(Cow::Borrowed("job affinity mismatch")),
                     }
                 }
                 JobAffinityKind::AntiAffinity => {
-                    if let Some(d) = domain
-                        && counts.count(d) > 0
-                    {
+                    if here.is_some_and(|c| c > 0) {
                         return Err(Cow::Borrowed("job anti-affinity conflict"));
                     }
                 }
@@ -448,14 +462,14 @@ impl SchedulingPlugin for JobAffinityFilter {
                     if ctx.relaxed() {
                         continue;
                     }
-                    let Some(d) = domain else {
+                    let Some(c) = here else {
                         return Err(Cow::Owned(format!(
                             "missing topology label {}",
                             term.topology_key
                         )));
                     };
                     let me = u32::from(term.selects(&job.labels));
-                    if counts.count(d) + me > counts.min() + max_skew {
+                    if c + me > counts.min() + max_skew {
                         return Err(Cow::Borrowed("topology spread skew exceeded"));
                     }
                 }
@@ -490,10 +504,7 @@ impl SchedulingPlugin for SpreadScore {
             }
             any = true;
             let counts = ctx.domain_counts(&term.selector, &term.topology_key)?;
-            if let Some(d) = topology_domain(&term.topology_key, w.info.id.as_str(), &w.info.labels)
-            {
-                sum += counts.count(d) as u64;
-            }
+            sum += counts.count_at(w.index).unwrap_or(0) as u64;
         }
         any.then_some(-(sum as f64))
     }
