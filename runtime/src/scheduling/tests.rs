@@ -1314,6 +1314,56 @@ fn constraints_and_explanations_survive_the_store_codec() {
     assert_eq!(crate::codec::decode_store::<Outcome>(&bytes).unwrap(), out);
 }
 
+#[test]
+fn past_the_static_set_limit_filters_run_per_worker_with_the_same_reasons() {
+    let jobs: Vec<QueuedJob> = (0..1100)
+        .map(|i| {
+            let c = SchedulingConstraints {
+                node_selector: labels(&[(&format!("k{i}"), "v")]),
+                ..Default::default()
+            };
+            constrained(job(i + 1, 100, Priority::Low), c)
+        })
+        .collect();
+    let mut workers = vec![worker("a", 8, 4), worker("b", 8, 4)];
+    workers[1].labels = labels(&[("k1099", "v")]);
+    let out = default_pipeline().schedule(&view(workers, jobs));
+    assert_eq!(out.unplaced.len(), 1099);
+    assert!(
+        out.unplaced
+            .iter()
+            .all(|u| u.summary.contains("node selector mismatch"))
+    );
+    assert_eq!(placed_on(&out, 1100), Some("b"), "decided past the limit");
+}
+
+#[test]
+fn past_the_job_affinity_term_limit_a_job_waits_for_the_next_cycle() {
+    let jobs: Vec<QueuedJob> = (0..1030)
+        .map(|i| {
+            app_job(
+                i + 1,
+                "x",
+                term(JobAffinityKind::AntiAffinity, &format!("app{i}"), "zone"),
+            )
+        })
+        .collect();
+    let mut big = with_labels(worker("a", 200, 2000), &[("zone", "a")]);
+    big.capacity.memory_bytes = 2048 * GIB;
+    let mut v = view(vec![big], jobs);
+    v.explain = false;
+    let out = default_pipeline().schedule(&v);
+    assert_eq!(out.placements.len(), 1024);
+    assert_eq!(out.unplaced.len(), 6);
+    assert!(
+        out.unplaced[0]
+            .summary
+            .contains("distinct job-affinity terms"),
+        "{:?}",
+        out.unplaced[0]
+    );
+}
+
 // ------------------------------------------------------------------------------------- bench
 
 #[test]
