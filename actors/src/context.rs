@@ -234,6 +234,40 @@ pub struct NodeContext {
     pub cluster_id: String,
     /// How the journal is written.
     pub journal_mode: crate::journal::JournalMode,
+    /// Custom scheduling plugins (added to the pipeline each time the scheduler starts).
+    pub plugins: SchedulerPlugins,
+}
+
+/// Builds one custom scheduling plugin (called again whenever the scheduler restarts).
+pub type PluginFactory =
+    Arc<dyn Fn() -> Box<dyn hodei_runtime::scheduling::SchedulingPlugin> + Send + Sync>;
+
+/// Custom scheduling plugins to add to named profiles: how a Rust user extends the pipeline
+/// with their own filters and scores.
+#[derive(Clone, Default)]
+pub struct SchedulerPlugins {
+    entries: Vec<(String, PluginFactory)>,
+}
+
+impl SchedulerPlugins {
+    /// Adds `factory`'s plugin to `profile`.
+    pub fn with(mut self, profile: impl Into<String>, factory: PluginFactory) -> Self {
+        self.entries.push((profile.into(), factory));
+        self
+    }
+
+    /// (profile, factory) pairs in the order given.
+    pub fn entries(&self) -> &[(String, PluginFactory)] {
+        &self.entries
+    }
+}
+
+impl std::fmt::Debug for SchedulerPlugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|(p, _)| p))
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for NodeContext {

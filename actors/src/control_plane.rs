@@ -16,9 +16,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use hodei_runtime::control::{Command, ControlState, Event, Rejection, SchedulingView};
-use hodei_runtime::placement::Plan;
+use hodei_runtime::control::{Command, ControlState, Event, Rejection, Unschedulable};
 use hodei_runtime::scaling::{PoolStats, PoolWorker};
+use hodei_runtime::scheduling::{
+    Explanation, Outcome, Taint, TaintEffect, unschedulable_backoff_ms,
+};
 use hodei_runtime::store::{JournalEntry, Store};
 use hodei_runtime::{
     ExitReport, JobId, JobRecord, JobSpec, JobState, PoolId, WorkerId, WorkerRecord,
@@ -30,7 +32,7 @@ use tracing::{debug, info, warn};
 use crate::context::NodeContext;
 use crate::job::{JobInit, JobMsg, job_child};
 use crate::journal::{JournalWriter, WriterEvent, WriterOp};
-use crate::metrics::{PoolStateLabel, QueueLabel, StateLabel, WorkerResourceLabel};
+use crate::metrics::{PoolStateLabel, QueueLabel, ReasonLabel, StateLabel, WorkerResourceLabel};
 use crate::pool::PoolMsg;
 use crate::scheduler::SchedulerMsg;
 use crate::supervisor::SupervisorMsg;
@@ -81,8 +83,26 @@ pub enum ControlPlaneMsg {
         /// Answer (the job as it is after the request).
         reply: Reply<JobView>,
     },
-    /// A scheduling plan to re-check and commit (the scheduler's answer to a view).
-    ApplyPlan(Plan),
+    /// A scheduling outcome to re-check and commit (the scheduler's answer to a view).
+    ApplyPlan(Box<Outcome>),
+    /// Put taints on or take them off a worker (answered once durable).
+    TaintWorker {
+        /// Which worker.
+        id: WorkerId,
+        /// Taints to add.
+        add: Vec<Taint>,
+        /// Keys (and effects) to remove.
+        remove: Vec<(String, Option<TaintEffect>)>,
+        /// Answer: the worker afterwards.
+        reply: Reply<WorkerView>,
+    },
+    /// Why a job is where it is: the last scheduling explanation.
+    Explain {
+        /// Which job.
+        id: JobId,
+        /// Answer (`None`: no cycle has looked at it since the node started).
+        reply: Reply<Option<Explanation>>,
+    },
     /// The scheduler wants a view (a backoff ended, or it restarted: `reset` forgets the view
     /// it may have lost).
     ScheduleRequested {
@@ -186,12 +206,10 @@ pub enum ControlPlaneMsg {
         /// Answer.
         reply: RpcReplyPort<Vec<WorkerView>>,
     },
-    /// The scheduler's input.
-    GetSchedulingView {
-        /// Most jobs.
-        max_jobs: usize,
+    /// The current fencing epoch.
+    GetEpoch {
         /// Answer.
-        reply: RpcReplyPort<SchedulingView>,
+        reply: RpcReplyPort<u64>,
     },
     /// The autoscaler's input, per configured pool.
     GetPoolStats {
@@ -239,6 +257,14 @@ pub struct Core {
     waiters: HashMap<JobId, Vec<Reply<JobView>>>,
     waiters_total: usize,
     pending_reasons: HashMap<JobId, String>,
+    /// Pending jobs the scheduler could not place, and when to offer them again.
+    unschedulable: HashMap<JobId, Unschedulable>,
+    /// Capacity changed since the last view: unschedulable jobs are offered again at once.
+    unschedulable_reset: bool,
+    /// The last explanation of each job a cycle decided (kept until the job is finished).
+    explanations: HashMap<JobId, Explanation>,
+    /// Scheduling cycles offered (rotates round robin in the pipeline).
+    sched_cycle: u64,
     /// Label sets of the gauges last exported (so vanished ones are reset or removed).
     gauge_labels: GaugeLabels,
     last_purge_ms: u64,
@@ -306,6 +332,10 @@ impl Actor for ControlPlane {
             waiters: HashMap::new(),
             waiters_total: 0,
             pending_reasons: HashMap::new(),
+            unschedulable: HashMap::new(),
+            unschedulable_reset: false,
+            explanations: HashMap::new(),
+            sched_cycle: 0,
             gauge_labels: GaugeLabels::default(),
             last_purge_ms: now,
             stopping: false,
@@ -363,9 +393,9 @@ impl ControlPlaneState {
             ControlPlaneMsg::Submit { spec, reply } => st.on_submit(spec, reply)?,
             ControlPlaneMsg::Cancel { id, reason, reply } => st.on_cancel(id, reason, reply)?,
             ControlPlaneMsg::ApplyPlan(_) if st.core.stopping => st.core.sched_in_flight = None,
-            ControlPlaneMsg::ApplyPlan(plan) => {
+            ControlPlaneMsg::ApplyPlan(outcome) => {
                 st.core.sched_in_flight = None;
-                st.on_apply_plan(plan)?;
+                st.on_apply_plan(*outcome)?;
             }
             ControlPlaneMsg::ScheduleRequested { reset } => {
                 if reset {
@@ -504,9 +534,21 @@ impl ControlPlaneState {
                     let _ = reply.send(core.state.workers.values().map(worker_view).collect());
                 });
             }
-            ControlPlaneMsg::GetSchedulingView { max_jobs, reply } => {
-                let now = st.core.ctx.now_ms();
-                let _ = reply.send(st.core.state.scheduling_view(now, max_jobs));
+            ControlPlaneMsg::GetEpoch { reply } => {
+                let _ = reply.send(st.core.state.epoch.0);
+            }
+            ControlPlaneMsg::TaintWorker {
+                id,
+                add,
+                remove,
+                reply,
+            } => st.on_taint_worker(id, add, remove, reply)?,
+            ControlPlaneMsg::Explain { id, reply } => {
+                let r = match st.core.state.job(id) {
+                    None => Err(ApiError::no_job(id)),
+                    Some(_) => Ok(st.core.explanations.get(&id).cloned()),
+                };
+                let _ = reply.send(r);
             }
             ControlPlaneMsg::GetPoolStats { reply } => {
                 let _ = reply.send(st.core.pool_stats());
@@ -668,12 +710,20 @@ impl Core {
         let Some(s) = self.ctx.dir.scheduler() else {
             return;
         };
+        if std::mem::take(&mut self.unschedulable_reset) {
+            for n in self.unschedulable.values_mut() {
+                n.retry_at_ms = 0;
+            }
+        }
+        self.sched_cycle += 1;
         let view = self.state.scheduling_view(
             self.ctx.now_ms(),
+            self.sched_cycle,
             self.ctx.config.scheduler.max_jobs_per_cycle,
+            &self.unschedulable,
         );
         self.sched_dirty = false;
-        if s.cast(SchedulerMsg::Plan(view)).is_ok() {
+        if s.cast(SchedulerMsg::Plan(Box::new(view))).is_ok() {
             self.sched_in_flight = Some(tokio::time::Instant::now());
         }
     }
@@ -750,6 +800,30 @@ impl Core {
             );
         }
         out
+    }
+
+    /// Records that a cycle could not place (or held back) a pending job: its reason, and an
+    /// exponential backoff before it is offered again (cut short when capacity changes).
+    fn mark_unschedulable(&mut self, id: JobId, reason: String, now_ms: u64) {
+        if self
+            .state
+            .job(id)
+            .is_none_or(|j| j.state != JobState::Pending)
+        {
+            return;
+        }
+        let n = self.unschedulable.entry(id).or_default();
+        n.failures = n.failures.saturating_add(1);
+        n.retry_at_ms = now_ms.saturating_add(unschedulable_backoff_ms(n.failures));
+        self.pending_reasons.insert(id, reason);
+    }
+
+    /// The live attempt of a job, if any.
+    fn live_attempt(&self, id: JobId) -> Option<(hodei_runtime::AttemptNo, hodei_runtime::Epoch)> {
+        self.state
+            .job(id)
+            .and_then(|j| j.live_attempt())
+            .map(|a| (a.number, a.epoch))
     }
 
     fn refresh_gauges(&mut self) {
@@ -929,7 +1003,11 @@ impl ControlPlaneState {
         }
         let id = JobId(self.core.state.next_job_id);
         let at_ms = self.core.ctx.now_ms();
-        match self.command(Command::SubmitJob { id, spec, at_ms }) {
+        match self.command(Command::SubmitJob {
+            id,
+            spec: Box::new(spec),
+            at_ms,
+        }) {
             Ok(_) => {
                 self.core.ctx.metrics.submissions.inc();
                 debug!(job = %id, "job submitted");
@@ -985,12 +1063,149 @@ impl ControlPlaneState {
         Ok(())
     }
 
-    fn on_apply_plan(&mut self, plan: Plan) -> Result<(), ActorProcessingErr> {
+    fn on_taint_worker(
+        &mut self,
+        id: WorkerId,
+        add: Vec<Taint>,
+        remove: Vec<(String, Option<TaintEffect>)>,
+        reply: Reply<WorkerView>,
+    ) -> Result<(), ActorProcessingErr> {
+        let at_ms = self.core.ctx.now_ms();
+        let r = self.command(Command::TaintWorker {
+            id: id.clone(),
+            add,
+            remove,
+            at_ms,
+        });
+        let err = match r {
+            Ok(_) | Err(CommandError::Rejected(Rejection::NoOp)) => None,
+            Err(CommandError::Rejected(Rejection::UnknownWorker(_))) => Some(ApiError::new(
+                ApiErrorKind::NotFound,
+                format!("no worker with id {id}"),
+            )),
+            Err(CommandError::Rejected(r)) => {
+                Some(ApiError::new(ApiErrorKind::Conflict, r.to_string()))
+            }
+            Err(CommandError::Fatal(e)) => return Err(e.into()),
+        };
+        self.after_durable(move |core, d| {
+            let r = match (err, d) {
+                (Some(e), _) => Err(e),
+                (None, Err(e)) => Err(ApiError::unavailable(e)),
+                (None, Ok(())) => core.state.worker(&id).map(worker_view).ok_or_else(|| {
+                    ApiError::new(ApiErrorKind::NotFound, format!("no worker with id {id}"))
+                }),
+            };
+            let _ = reply.send(r);
+        });
+        Ok(())
+    }
+
+    /// Re-checks the scheduler's outcome against the current state and commits what still holds.
+    fn on_apply_plan(&mut self, outcome: Outcome) -> Result<(), ActorProcessingErr> {
         let mut rejected = 0;
-        for (id, why) in plan.unplaced {
-            self.core.pending_reasons.insert(id, why);
+        let now_ms = self.core.ctx.now_ms();
+        let metrics = self.core.ctx.metrics.clone();
+        for e in outcome.explanations {
+            self.core.explanations.insert(e.job, e);
         }
-        for p in plan.placements {
+        for u in outcome.unplaced {
+            let reason = u
+                .summary
+                .split_once(": ")
+                .map(|(_, r)| r.split(", ").next().unwrap_or(r))
+                .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' '))
+                .unwrap_or("no worker")
+                .to_string();
+            metrics
+                .scheduling_failures
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+            self.core.mark_unschedulable(u.job, u.summary, now_ms);
+        }
+        for h in outcome.held {
+            metrics.quota_holds.inc();
+            self.core.mark_unschedulable(h.job, h.reason, now_ms);
+        }
+        for x in outcome.expired {
+            match self.command(Command::ExpireJob {
+                id: x.job,
+                reason: x.reason,
+                at_ms: now_ms,
+            }) {
+                Ok(_) => {
+                    metrics.scheduling_deadline_failures.inc();
+                }
+                Err(CommandError::Rejected(r)) => {
+                    debug!(job = %x.job, reason = %r, "expiry not applied")
+                }
+                Err(CommandError::Fatal(e)) => return Err(e.into()),
+            }
+        }
+        for ev in outcome.evictions {
+            let Some((attempt, epoch)) = self.core.live_attempt(ev.job) else {
+                continue;
+            };
+            let reason = format!(
+                "evicted by untolerated taint {}:{}",
+                ev.taint.key_value(),
+                ev.taint.effect.as_str()
+            );
+            match self.command(Command::EvictAttempt {
+                id: ev.job,
+                attempt,
+                epoch,
+                reason,
+                at_ms: now_ms,
+            }) {
+                Ok(_) => {
+                    metrics.taint_evictions.inc();
+                }
+                Err(CommandError::Rejected(r)) => {
+                    debug!(job = %ev.job, reason = %r, "eviction not applied")
+                }
+                Err(CommandError::Fatal(e)) => return Err(e.into()),
+            }
+        }
+        for p in outcome.preemptions {
+            let priority = self
+                .core
+                .state
+                .job(p.job)
+                .map(|j| j.spec.priority.as_str())
+                .unwrap_or("?");
+            let reason = format!("by job {} ({priority}) on {}", p.job, p.worker);
+            for victim in &p.victims {
+                let Some((attempt, epoch)) = self.core.live_attempt(*victim) else {
+                    continue;
+                };
+                match self.command(Command::EvictAttempt {
+                    id: *victim,
+                    attempt,
+                    epoch,
+                    reason: reason.clone(),
+                    at_ms: now_ms,
+                }) {
+                    Ok(_) => {
+                        metrics.preemptions.inc();
+                        info!(job = %victim, preemptor = %p.job, worker = %p.worker, "preempting");
+                    }
+                    Err(CommandError::Rejected(r)) => {
+                        debug!(job = %victim, reason = %r, "preemption not applied")
+                    }
+                    Err(CommandError::Fatal(e)) => return Err(e.into()),
+                }
+            }
+            self.core.pending_reasons.insert(
+                p.job,
+                format!(
+                    "waiting for {} preempted job(s) to stop on {}",
+                    p.victims.len(),
+                    p.worker
+                ),
+            );
+        }
+        for p in outcome.placements {
             let at_ms = self.core.ctx.now_ms();
             let queued_since_ms = self
                 .core
@@ -1007,13 +1222,10 @@ impl ControlPlaneState {
             }) {
                 Ok(_) => {
                     self.core.pending_reasons.remove(&p.job);
+                    self.core.unschedulable.remove(&p.job);
                     if let Some(since) = queued_since_ms {
                         let wait_ms = at_ms.saturating_sub(since);
-                        self.core
-                            .ctx
-                            .metrics
-                            .queue_wait_seconds
-                            .observe(wait_ms as f64 / 1000.0);
+                        metrics.queue_wait_seconds.observe(wait_ms as f64 / 1000.0);
                     }
                 }
                 Err(CommandError::Rejected(r)) => {
@@ -1165,6 +1377,37 @@ impl ControlPlaneState {
                 return Err(e.into());
             }
         }
+        // Pending jobs past their scheduling deadline fail, whether or not a cycle saw them.
+        for (id, deadline_ms) in self.core.state.expired_pending(now) {
+            let last = self
+                .core
+                .pending_reasons
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| "not placed yet".into());
+            let reason = format!(
+                "scheduling deadline exceeded ({} after it was queued): {last}",
+                hodei_runtime::control::fmt_ms(
+                    deadline_ms.saturating_sub(
+                        self.core
+                            .state
+                            .job(id)
+                            .map_or(deadline_ms, |j| j.queued_since_ms())
+                    )
+                )
+            );
+            match self.command(Command::ExpireJob {
+                id,
+                reason,
+                at_ms: now,
+            }) {
+                Ok(_) => {
+                    self.core.ctx.metrics.scheduling_deadline_failures.inc();
+                }
+                Err(CommandError::Rejected(_)) => {}
+                Err(CommandError::Fatal(e)) => return Err(e.into()),
+            }
+        }
         // Drop waiters whose clients gave up.
         let mut total = 0;
         self.core.waiters.retain(|_, l| {
@@ -1238,6 +1481,7 @@ impl ControlPlaneState {
                 }
                 Event::JobFinished { id, state } => {
                     self.core.pending_reasons.remove(&id);
+                    self.core.unschedulable.remove(&id);
                     self.core
                         .ctx
                         .metrics
@@ -1308,10 +1552,14 @@ impl ControlPlaneState {
                         let _ = w.cast(WorkerMsg::Drained);
                     }
                 }
-                Event::CapacityFreed { .. } => self.core.sched_dirty = true,
+                Event::CapacityFreed { .. } => {
+                    self.core.sched_dirty = true;
+                    self.core.unschedulable_reset = !self.core.unschedulable.is_empty();
+                }
                 Event::JobsPurged { ids } => {
                     for id in ids {
                         self.core.pending_reasons.remove(&id);
+                        self.core.explanations.remove(&id);
                         self.core.ctx.logs.delete(id);
                     }
                 }

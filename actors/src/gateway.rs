@@ -144,20 +144,20 @@ pub async fn serve(ctx: &NodeContext, req: ClientRequest) -> ClientReply {
     match req {
         ClientRequest::Hello { client } => {
             debug!(%client, "client hello");
-            let view = ask(
-                &control,
-                |reply| ControlPlaneMsg::GetSchedulingView { max_jobs: 0, reply },
-                t,
-            )
-            .await?;
+            let epoch = ask(&control, |reply| ControlPlaneMsg::GetEpoch { reply }, t).await?;
             Ok(ClientResponse::Hello {
                 node: ctx.config.node.name.to_string(),
-                epoch: view.epoch.0,
+                epoch,
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })
         }
         ClientRequest::Submit { spec } => {
-            let ack = ask(&control, |reply| ControlPlaneMsg::Submit { spec, reply }, t).await??;
+            let ack = ask(
+                &control,
+                |reply| ControlPlaneMsg::Submit { spec: *spec, reply },
+                t,
+            )
+            .await??;
             Ok(ClientResponse::Submitted(ack))
         }
         ClientRequest::GetJob { id } => {
@@ -241,6 +241,29 @@ pub async fn serve(ctx: &NodeContext, req: ClientRequest) -> ClientReply {
             }
             Ok(ClientResponse::Pools(out))
         }
+        ClientRequest::TaintWorker { id, add, remove } => {
+            for t in &add {
+                t.validate()
+                    .map_err(|e| ApiError::new(ApiErrorKind::InvalidRequest, e.to_string()))?;
+            }
+            let v = ask(
+                &control,
+                |reply| ControlPlaneMsg::TaintWorker {
+                    id,
+                    add,
+                    remove,
+                    reply,
+                },
+                t,
+            )
+            .await??;
+            Ok(ClientResponse::Worker(Box::new(v)))
+        }
+        ClientRequest::Explain { id } => {
+            let e = ask(&control, |reply| ControlPlaneMsg::Explain { id, reply }, t).await??;
+            Ok(ClientResponse::Explanation(e.map(Box::new)))
+        }
+        ClientRequest::Metrics => Ok(ClientResponse::Metrics(ctx.metrics.encode())),
         ClientRequest::InjectFault { target } => inject_fault(ctx, &target),
     }
 }

@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use crate::agent_gateway::AgentGateway;
 use crate::autoscaler::Autoscaler;
-use crate::context::{Clock, Directory, NodeContext};
+use crate::context::{Clock, Directory, NodeContext, SchedulerPlugins};
 use crate::control_plane::{ControlPlane, ControlPlaneMsg};
 use crate::gateway::Gateway;
 use crate::journal::JournalMode;
@@ -172,6 +172,22 @@ pub async fn start_node_with(
     cluster_name: String,
     journal_mode: JournalMode,
 ) -> Result<NodeHandle, NodeError> {
+    start_node_full(
+        config,
+        cluster_name,
+        journal_mode,
+        SchedulerPlugins::default(),
+    )
+    .await
+}
+
+/// Like [`start_node_with`], adding custom scheduling plugins to the pipeline.
+pub async fn start_node_full(
+    config: Config,
+    cluster_name: String,
+    journal_mode: JournalMode,
+    plugins: SchedulerPlugins,
+) -> Result<NodeHandle, NodeError> {
     wire::set_max_message_bytes(config.node.max_message_bytes);
     let (store, logs) = open_data_dir(&config)?;
     let cluster_id = store.cluster_id()?;
@@ -185,6 +201,7 @@ pub async fn start_node_with(
         cluster_name,
         cluster_id,
         journal_mode,
+        plugins,
     };
     let agents = LocalAgents::new();
     let c = ctx.clone();

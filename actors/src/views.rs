@@ -68,6 +68,7 @@ pub fn worker_view(w: &WorkerRecord) -> WorkerView {
         capacity: w.capacity,
         allocated: w.allocated,
         labels: w.labels.clone(),
+        taints: w.taints.iter().map(ToString::to_string).collect(),
         hostname: w.hostname.clone(),
         pid: w.pid,
         provisioned_at_ms: w.provisioned_at_ms,

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hodei_runtime::codec;
 use hodei_runtime::job::StopCause;
+use hodei_runtime::scheduling::{Explanation, Taint, TaintEffect};
 use hodei_runtime::{
     AttemptNo, Epoch, ExitReport, JobId, JobSpec, JobState, Priority, Resources, TenantId,
     WorkerId, WorkerRegistration, WorkerState,
@@ -367,6 +368,8 @@ pub struct WorkerView {
     pub allocated: Resources,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Taints (`key=value:Effect`).
+    pub taints: Vec<String>,
     /// Host.
     pub hostname: Option<String>,
     /// Agent pid.
@@ -460,8 +463,8 @@ pub enum ClientRequest {
     },
     /// Submit a job; answered after the submission is durable.
     Submit {
-        /// The job.
-        spec: JobSpec,
+        /// The job (boxed: by far the largest request).
+        spec: Box<JobSpec>,
     },
     /// One job.
     GetJob {
@@ -502,6 +505,22 @@ pub enum ClientRequest {
     ListWorkers,
     /// All pools.
     ListPools,
+    /// Put taints on a worker or take them off (answered once durable).
+    TaintWorker {
+        /// Which worker.
+        id: WorkerId,
+        /// Taints to add (`added_at_ms` is set by the node).
+        add: Vec<Taint>,
+        /// Taints to remove: key, and effect when only that one should go.
+        remove: Vec<(String, Option<TaintEffect>)>,
+    },
+    /// Why a job is where it is (the last scheduling cycle's explanation).
+    Explain {
+        /// Which.
+        id: JobId,
+    },
+    /// The node's metrics in Prometheus text format.
+    Metrics,
     /// Crash an actor on purpose (only when `debug.fault_injection` is on).
     InjectFault {
         /// `scheduler`, `autoscaler`, `gateway-task`, `job:<id>`, `worker:<id>`, `pool:<name>`.
@@ -510,7 +529,7 @@ pub enum ClientRequest {
 }
 
 /// Successful answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientResponse {
     /// Handshake answer.
     Hello {
@@ -533,6 +552,12 @@ pub enum ClientResponse {
     Workers(Vec<WorkerView>),
     /// Pools.
     Pools(Vec<PoolView>),
+    /// One worker.
+    Worker(Box<WorkerView>),
+    /// A scheduling explanation (`None`: no cycle has looked at the job since the node started).
+    Explanation(Option<Box<Explanation>>),
+    /// Prometheus text.
+    Metrics(String),
     /// Done.
     Done,
 }

@@ -65,9 +65,14 @@ impl Node {
     }
 
     async fn submit(&self, spec: JobSpec) -> JobId {
-        match serve(self.ctx(), ClientRequest::Submit { spec })
-            .await
-            .unwrap()
+        match serve(
+            self.ctx(),
+            ClientRequest::Submit {
+                spec: Box::new(spec),
+            },
+        )
+        .await
+        .unwrap()
         {
             ClientResponse::Submitted(a) => a.id,
             other => panic!("{other:?}"),
@@ -172,6 +177,7 @@ async fn register(node: &Node, id: &str) -> (WorkerId, Inbox) {
         },
         slots: 2,
         labels: Default::default(),
+        taints: Vec::new(),
         agent_node: format!("agent-{id}"),
         hostname: "test".into(),
         pid: 1,

@@ -88,6 +88,9 @@ pub struct RawConfig {
     /// `[scheduler]`
     #[serde(default)]
     pub scheduler: RawScheduler,
+    /// `[quotas]`
+    #[serde(default)]
+    pub quotas: RawQuotas,
     /// `[debug]`
     #[serde(default)]
     pub debug: RawDebug,
@@ -173,6 +176,31 @@ pub struct RawAgents {
 pub struct RawScheduler {
     /// Most pending jobs examined per cycle; default 1024.
     pub max_jobs_per_cycle: Option<u32>,
+    /// `[scheduler.profiles.NAME]`: named scheduler profiles (queue strategy, plugins, weights,
+    /// preemption); a `default` profile exists even when not given.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, hodei_runtime::scheduling::ProfileConfig>,
+}
+
+/// `[quotas]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotas {
+    /// `[quotas.tenants.NAME]`: per-tenant limits; jobs over them wait (held), never rejected.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, RawTenantQuota>,
+}
+
+/// `[quotas.tenants.NAME]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantQuota {
+    /// Running jobs at most.
+    pub max_running_jobs: Option<u32>,
+    /// CPU held by running jobs at most (`4`, `500m`).
+    pub max_cpu: Option<String>,
+    /// Memory held by running jobs at most (`8Gi`).
+    pub max_memory: Option<String>,
 }
 
 /// `[debug]`
@@ -221,6 +249,9 @@ pub struct RawTemplate {
     /// Labels each worker carries.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Taints each worker carries (`dedicated=gpu:NoSchedule`, `maintenance:NoExecute`).
+    #[serde(default)]
+    pub taints: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,6 +345,8 @@ pub struct AgentsConfig {
 pub struct SchedulerConfig {
     /// Pending jobs examined per cycle.
     pub max_jobs_per_cycle: usize,
+    /// Profiles and tenant quotas, validated.
+    pub pipeline: hodei_runtime::scheduling::SchedulerConfig,
 }
 
 /// What the machine offers, used for pool templates that do not say.
@@ -600,6 +633,8 @@ impl RawConfig {
             ));
         }
 
+        let pipeline = self.scheduler_pipeline()?;
+
         let mut pools = Vec::with_capacity(self.pools.len());
         for (i, p) in self.pools.iter().enumerate() {
             let spec = validate_pool(i, p, host)?;
@@ -632,6 +667,7 @@ impl RawConfig {
             agents,
             scheduler: SchedulerConfig {
                 max_jobs_per_cycle: max_jobs_per_cycle as usize,
+                pipeline,
             },
             fault_injection: self.debug.fault_injection.unwrap_or(false),
             pools,
@@ -719,6 +755,15 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
             e.to_string(),
         )
     })?;
+    let mut taints = Vec::with_capacity(t.taints.len());
+    for (i, raw) in t.taints.iter().enumerate() {
+        let taint: hodei_runtime::scheduling::Taint =
+            raw.parse()
+                .map_err(|e: hodei_runtime::scheduling::SchedulingError| {
+                    invalid(f(&format!("template.taints[{i}]")), raw, e.to_string())
+                })?;
+        taints.push(taint);
+    }
     let idle_timeout_ms = duration_field(&f("idle_timeout"), &p.idle_timeout, 60_000)?;
     let register_timeout_ms = duration_field(&f("register_timeout"), &p.register_timeout, 30_000)?;
     if register_timeout_ms < 100 {
@@ -737,10 +782,62 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
             capacity,
             slots,
             labels: t.labels.clone(),
+            taints,
         },
         idle_timeout_ms,
         register_timeout_ms,
     })
+}
+
+impl RawConfig {
+    /// `[scheduler.profiles]` and `[quotas]` into the pipeline's config.
+    fn scheduler_pipeline(
+        &self,
+    ) -> Result<hodei_runtime::scheduling::SchedulerConfig, ConfigError> {
+        use hodei_runtime::scheduling::{
+            SchedulerConfig as Pipeline, SchedulingError, TenantQuota,
+        };
+        let mut cfg = Pipeline::default();
+        for (name, p) in &self.scheduler.profiles {
+            cfg.profiles.insert(name.clone(), p.clone());
+        }
+        for (tenant, q) in &self.quotas.tenants {
+            let field = |f: &str| format!("quotas.tenants.{tenant}.{f}");
+            let id = hodei_runtime::TenantId::new(tenant.as_str())
+                .map_err(|e| invalid("quotas.tenants", tenant, e.to_string()))?;
+            let max_cpu_millis = match &q.max_cpu {
+                Some(v) => Some(
+                    hodei_runtime::resources::parse_cpu_millis(v)
+                        .map_err(|e| invalid(field("max_cpu"), v, e.to_string()))?,
+                ),
+                None => None,
+            };
+            let max_memory_bytes = match &q.max_memory {
+                Some(v) => Some(
+                    parse_bytes("memory", v)
+                        .map_err(|e| invalid(field("max_memory"), v, e.to_string()))?,
+                ),
+                None => None,
+            };
+            cfg.quotas.insert(
+                id,
+                TenantQuota {
+                    max_running_jobs: q.max_running_jobs,
+                    max_cpu_millis,
+                    max_memory_bytes,
+                },
+            );
+        }
+        cfg.validate().map_err(|e| match e {
+            SchedulingError::Invalid {
+                field,
+                value,
+                reason,
+            } => invalid(field, value, reason),
+            other => invalid("scheduler", "", other.to_string()),
+        })?;
+        Ok(cfg)
+    }
 }
 
 fn duration_field(field: &str, v: &Option<String>, default_ms: u64) -> Result<u64, ConfigError> {

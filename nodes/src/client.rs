@@ -28,6 +28,7 @@ use hodei_actors::wire::{
     self, ApiError, ApiErrorKind, ClientReply, ClientRequest, ClientResponse, GATEWAY_GROUP,
     GatewayMsg, JobFilter, JobView, LogChunk, PoolView, SubmitAck, Wire, WorkerView,
 };
+use hodei_runtime::scheduling::{Explanation, Taint, TaintEffect};
 use hodei_runtime::{JobId, JobSpec};
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
@@ -204,7 +205,12 @@ impl Client {
         spec.validate()
             .map_err(|e| ApiError::new(ApiErrorKind::InvalidRequest, e.to_string()))?;
         match self
-            .call(ClientRequest::Submit { spec }, REQUEST_TIMEOUT)
+            .call(
+                ClientRequest::Submit {
+                    spec: Box::new(spec),
+                },
+                REQUEST_TIMEOUT,
+            )
             .await?
         {
             ClientResponse::Submitted(a) => Ok(a),
@@ -294,6 +300,48 @@ impl Client {
             .await?
         {
             ClientResponse::Workers(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Puts taints on a worker (`add`) and takes others off (`remove`: key, and effect when
+    /// only that one should go). A `NoExecute` taint evicts running jobs that do not tolerate
+    /// it. Returns the worker afterwards, once the change is durable.
+    pub async fn taint_worker(
+        &self,
+        id: hodei_runtime::WorkerId,
+        add: Vec<Taint>,
+        remove: Vec<(String, Option<TaintEffect>)>,
+    ) -> Result<WorkerView, ClientError> {
+        match self
+            .call(
+                ClientRequest::TaintWorker { id, add, remove },
+                REQUEST_TIMEOUT,
+            )
+            .await?
+        {
+            ClientResponse::Worker(v) => Ok(*v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Why a job is where it is: the last scheduling cycle's per-filter counts, the best
+    /// scores and the chosen worker. `None` when no cycle has looked at the job since the node
+    /// started.
+    pub async fn explain(&self, id: JobId) -> Result<Option<Explanation>, ClientError> {
+        match self
+            .call(ClientRequest::Explain { id }, REQUEST_TIMEOUT)
+            .await?
+        {
+            ClientResponse::Explanation(e) => Ok(e.map(|e| *e)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The node's metrics as Prometheus text (the same as its `/metrics` endpoint).
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        match self.call(ClientRequest::Metrics, REQUEST_TIMEOUT).await? {
+            ClientResponse::Metrics(t) => Ok(t),
             other => Err(unexpected(other)),
         }
     }

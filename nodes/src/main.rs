@@ -14,6 +14,7 @@ use hodei::{
 };
 use hodei_config::{Config, DEV_COOKIE, DEV_LISTEN};
 use hodei_runtime::resources::{parse_bytes, parse_cpu_millis};
+use hodei_runtime::scheduling::{JobAffinityKind, SchedulingError};
 
 /// Exit code when Hodei itself failed (cannot connect, spec rejected by the node).
 const EXIT_HODEI_FAILED: u8 = 125;
@@ -74,7 +75,7 @@ enum Cmd {
     /// Run an agent (normally started by a provider).
     Agent(AgentArgs),
     /// Submit a job: hodei submit [OPTIONS] -- CMD [ARGS...]
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List jobs.
     Jobs {
         #[command(flatten)]
@@ -125,6 +126,28 @@ enum Cmd {
     Pools {
         #[command(flatten)]
         conn: Conn,
+    },
+    /// Put taints on a worker, or take them off: hodei taint WORKER dedicated=gpu:NoSchedule
+    /// --remove maintenance. A NoExecute taint evicts running jobs that do not tolerate it.
+    Taint {
+        #[command(flatten)]
+        conn: Conn,
+        /// Worker id.
+        worker: String,
+        /// Taints to add (key=value:Effect or key:Effect).
+        #[arg(value_parser = parse_taint)]
+        taints: Vec<hodei_runtime::scheduling::Taint>,
+        /// Remove the taints with this key (KEY, or KEY:Effect for one effect), repeatable.
+        #[arg(long, value_parser = parse_taint_key)]
+        remove: Vec<(String, Option<hodei_runtime::scheduling::TaintEffect>)>,
+    },
+    /// Show the scheduler's metrics (queue depth, latency, preemptions, failures, utilisation).
+    Metrics {
+        #[command(flatten)]
+        conn: Conn,
+        /// Every series the node exports, as Prometheus text.
+        #[arg(long)]
+        all: bool,
     },
     /// Configuration tools.
     Config {
@@ -202,6 +225,9 @@ struct AgentArgs {
     /// Label (k=v), repeatable.
     #[arg(long, value_parser = parse_kv)]
     label: Vec<(String, String)>,
+    /// Taint (key=value:Effect, Effect = NoSchedule, PreferNoSchedule or NoExecute), repeatable.
+    #[arg(long, value_parser = parse_taint)]
+    taint: Vec<hodei_runtime::scheduling::Taint>,
     /// Where job scratch directories are created.
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -229,9 +255,42 @@ struct SubmitArgs {
     /// Memory request (512Mi, 2Gi).
     #[arg(long, value_parser = parse_mem, allow_hyphen_values = true)]
     memory: Option<u64>,
+    /// GPU request (whole devices).
+    #[arg(long, default_value_t = 0)]
+    gpus: u32,
     /// Label (k=v), repeatable.
     #[arg(long, value_parser = parse_kv)]
     label: Vec<(String, String)>,
+    /// Scheduler profile (see [scheduler.profiles] in the node's config; default `default`).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Run only on workers with this label (k=v), repeatable.
+    #[arg(long, value_parser = parse_kv)]
+    selector: Vec<(String, String)>,
+    /// Required node affinity term, ORed when repeated; requirements joined by `&&`:
+    /// `zone in (a,b) && gpu exists`, `!spot`, `cores gt 4`.
+    #[arg(long, value_parser = parse_term)]
+    affinity: Vec<hodei_runtime::scheduling::NodeSelectorTerm>,
+    /// Preferred node affinity, `WEIGHT:TERM` (weight 1-100), repeatable: `50:zone in (a)`.
+    #[arg(long, value_parser = parse_weighted_term)]
+    prefer: Vec<hodei_runtime::scheduling::WeightedTerm>,
+    /// Tolerate a taint: `key=value:Effect`, `key:Effect`, `key:Exists`; `*` tolerates all.
+    /// A `NoExecute` toleration may end in `:SECONDS` (evicted that long after the taint).
+    #[arg(long, value_parser = parse_toleration)]
+    toleration: Vec<hodei_runtime::scheduling::Toleration>,
+    /// Land next to jobs with these labels: `TOPOLOGY:k=v[,k=v]` (TOPOLOGY: a worker label
+    /// such as zone, or hodei.io/worker).
+    #[arg(long, value_parser = parse_job_affinity_of(JobAffinityKind::Affinity))]
+    job_affinity: Vec<hodei_runtime::scheduling::JobAffinityTerm>,
+    /// Stay away from jobs with these labels: `TOPOLOGY:k=v[,k=v]`.
+    #[arg(long, value_parser = parse_job_affinity_of(JobAffinityKind::AntiAffinity))]
+    job_anti_affinity: Vec<hodei_runtime::scheduling::JobAffinityTerm>,
+    /// Spread jobs with these labels over TOPOLOGY: `TOPOLOGY:MAX_SKEW:k=v[,k=v]`.
+    #[arg(long, value_parser = parse_spread)]
+    spread: Vec<hodei_runtime::scheduling::JobAffinityTerm>,
+    /// Fail the job if it cannot be placed within this long (30s, 5m).
+    #[arg(long, value_parser = parse_duration)]
+    scheduling_deadline: Option<Duration>,
     /// Environment variable (K=V), repeatable.
     #[arg(long, value_parser = parse_kv)]
     env: Vec<(String, String)>,
@@ -266,6 +325,82 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+fn parse_taint(s: &str) -> Result<hodei_runtime::scheduling::Taint, String> {
+    s.parse().map_err(|e: SchedulingError| e.to_string())
+}
+fn parse_taint_key(
+    s: &str,
+) -> Result<(String, Option<hodei_runtime::scheduling::TaintEffect>), String> {
+    match s.split_once(':') {
+        Some((k, e)) => Ok((
+            k.to_string(),
+            Some(e.parse().map_err(|e: SchedulingError| e.to_string())?),
+        )),
+        None if !s.is_empty() => Ok((s.to_string(), None)),
+        None => Err("expected KEY or KEY:Effect".into()),
+    }
+}
+fn parse_term(s: &str) -> Result<hodei_runtime::scheduling::NodeSelectorTerm, String> {
+    s.parse().map_err(|e: SchedulingError| e.to_string())
+}
+fn parse_weighted_term(s: &str) -> Result<hodei_runtime::scheduling::WeightedTerm, String> {
+    let (w, term) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected WEIGHT:TERM such as 50:zone in (a), got {s:?}"))?;
+    let weight: u32 = w
+        .trim()
+        .parse()
+        .ok()
+        .filter(|w| (1..=100).contains(w))
+        .ok_or_else(|| format!("weight {w:?} must be a whole number from 1 to 100"))?;
+    Ok(hodei_runtime::scheduling::WeightedTerm {
+        weight,
+        term: parse_term(term)?,
+    })
+}
+fn parse_toleration(s: &str) -> Result<hodei_runtime::scheduling::Toleration, String> {
+    s.parse().map_err(|e: SchedulingError| e.to_string())
+}
+fn parse_selector_list(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("expected k=v[,k=v], got {s:?}"))
+        })
+        .collect()
+}
+fn parse_job_affinity_of(
+    kind: JobAffinityKind,
+) -> impl Fn(&str) -> Result<hodei_runtime::scheduling::JobAffinityTerm, String> + Clone {
+    move |s: &str| {
+        let (topology, sel) = s
+            .split_once(':')
+            .ok_or_else(|| format!("expected TOPOLOGY:k=v[,k=v], got {s:?}"))?;
+        Ok(hodei_runtime::scheduling::JobAffinityTerm {
+            kind,
+            selector: parse_selector_list(sel)?,
+            topology_key: topology.trim().to_string(),
+        })
+    }
+}
+fn parse_spread(s: &str) -> Result<hodei_runtime::scheduling::JobAffinityTerm, String> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(topology), Some(skew), Some(sel)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("expected TOPOLOGY:MAX_SKEW:k=v[,k=v], got {s:?}"));
+    };
+    let max_skew: u32 = skew
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("max skew {skew:?} must be a whole number of at least 1"))?;
+    Ok(hodei_runtime::scheduling::JobAffinityTerm {
+        kind: JobAffinityKind::Spread { max_skew },
+        selector: parse_selector_list(sel)?,
+        topology_key: topology.trim().to_string(),
+    })
 }
 fn parse_cpu(s: &str) -> Result<u64, String> {
     parse_cpu_millis(s).map_err(|e| e.to_string())
@@ -425,7 +560,7 @@ async fn run(cmd: Cmd) -> Result<u8, Failure> {
         }
         Cmd::Demo => Ok(hodei::demo::run().await?),
         Cmd::Agent(a) => run_agent(a).await,
-        Cmd::Submit(s) => submit(s).await,
+        Cmd::Submit(s) => submit(*s).await,
         Cmd::Jobs {
             conn,
             state,
@@ -458,13 +593,49 @@ async fn run(cmd: Cmd) -> Result<u8, Failure> {
             let id = parse_id(&id)?;
             let client = connect(&conn).await?;
             let j = client.get(id).await?;
+            let explanation = client.explain(id).await?;
             match conn.output {
-                Format::Table => print!("{}", output::job_detail(&j)),
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&output::job_json(&j)).unwrap_or_default()
-                ),
+                Format::Table => {
+                    print!("{}", output::job_detail(&j));
+                    if let Some(e) = &explanation {
+                        print!("{}", output::explanation(e));
+                    }
+                }
+                Format::Json => {
+                    let mut v = serde_json::to_value(output::job_json(&j)).unwrap_or_default();
+                    v["scheduling"] = serde_json::to_value(&explanation).unwrap_or_default();
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                }
             }
+            Ok(0)
+        }
+        Cmd::Taint {
+            conn,
+            worker,
+            taints,
+            remove,
+        } => {
+            let id =
+                hodei_runtime::WorkerId::new(worker).map_err(|e| Failure::usage(e.to_string()))?;
+            if taints.is_empty() && remove.is_empty() {
+                return Err(Failure::usage(
+                    "give taints to add (key=value:Effect) or --remove KEY",
+                ));
+            }
+            let client = connect(&conn).await?;
+            let w = client.taint_worker(id, taints, remove).await?;
+            match conn.output {
+                Format::Table => println!("{}", output::workers_table(std::slice::from_ref(&w))),
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&w).unwrap_or_default())
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Metrics { conn, all } => {
+            let client = connect(&conn).await?;
+            let text = client.metrics().await?;
+            print!("{}", output::metrics(&text, all));
             Ok(0)
         }
         Cmd::Logs { conn, id, follow } => {
@@ -580,6 +751,7 @@ async fn run_agent(a: AgentArgs) -> Result<u8, Failure> {
             gpus: a.gpus,
         },
         labels,
+        taints: a.taint,
         work_dir: a.work_dir.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("hodei-agent-{}", std::process::id()))
         }),
@@ -615,8 +787,23 @@ async fn submit(s: SubmitArgs) -> Result<u8, Failure> {
     spec.resources = Resources {
         cpu_millis: s.cpu.unwrap_or(0),
         memory_bytes: s.memory.unwrap_or(0),
+        gpus: s.gpus,
         ..Resources::ZERO
     };
+    let mut job_affinity = s.job_affinity;
+    job_affinity.extend(s.job_anti_affinity);
+    job_affinity.extend(s.spread);
+    spec = spec.with_scheduling(hodei_runtime::scheduling::SchedulingConstraints {
+        profile: s.profile,
+        node_selector: s.selector.into_iter().collect(),
+        node_affinity: hodei_runtime::scheduling::NodeAffinity {
+            required: s.affinity,
+            preferred: s.prefer,
+        },
+        tolerations: s.toleration,
+        job_affinity,
+        scheduling_deadline_ms: s.scheduling_deadline.map(|d| d.as_millis() as u64),
+    });
     for (k, v) in s.label {
         spec = spec.with_label(k, v);
     }

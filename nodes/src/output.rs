@@ -213,10 +213,76 @@ pub fn job_detail(j: &JobView) -> String {
     out
 }
 
+/// A scheduling explanation under a job's details.
+pub fn explanation(e: &hodei_runtime::scheduling::Explanation) -> String {
+    let mut out = String::from("\nscheduling:\n");
+    out.push_str(&format!("  summary        {}\n", e.summary));
+    out.push_str(&format!(
+        "  workers        {} in view, {} scanned, {} feasible\n",
+        e.total, e.scanned, e.feasible
+    ));
+    if !e.filter_counts.is_empty() {
+        let mut counts: Vec<(&String, &u32)> = e.filter_counts.iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        out.push_str("  filtered out\n");
+        for (reason, n) in counts {
+            out.push_str(&format!("    {n:>5}  {reason}\n"));
+        }
+    }
+    if let Some(c) = &e.chosen {
+        out.push_str(&format!("  chosen         {c}\n"));
+    }
+    if !e.top_scores.is_empty() {
+        out.push_str("  top scores\n");
+        for s in &e.top_scores {
+            let parts: Vec<String> = s
+                .breakdown
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.0}"))
+                .collect();
+            out.push_str(&format!(
+                "    {:<24} {:>7.1}  ({})\n",
+                s.worker.to_string(),
+                s.total,
+                parts.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// The scheduler's series (or all of them) from Prometheus text, without comments.
+pub fn metrics(text: &str, all: bool) -> String {
+    const SCHEDULER: [&str; 10] = [
+        "hodei_scheduling_",
+        "hodei_queue_",
+        "hodei_preemptions",
+        "hodei_taint_evictions",
+        "hodei_quota_holds",
+        "hodei_worker_utilisation",
+        "hodei_jobs{",
+        "hodei_job_",
+        "hodei_workers{",
+        "hodei_jobs_finished",
+    ];
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with('#') && !all {
+            continue;
+        }
+        if all || SCHEDULER.iter().any(|p| line.starts_with(p)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Workers as a table.
 pub fn workers_table(ws: &[WorkerView]) -> String {
     let mut t = table(&[
-        "ID", "POOL", "STATE", "SLOTS", "RUNNING", "CPU", "MEMORY", "PID", "JOBS", "AGE", "REASON",
+        "ID", "POOL", "STATE", "SLOTS", "RUNNING", "CPU", "MEMORY", "TAINTS", "PID", "JOBS", "AGE",
+        "REASON",
     ]);
     for w in ws {
         t.add_row(vec![
@@ -227,6 +293,11 @@ pub fn workers_table(ws: &[WorkerView]) -> String {
             w.running.to_string(),
             format_cpu_millis(w.capacity.cpu_millis),
             format_bytes_approx(w.capacity.memory_bytes),
+            if w.taints.is_empty() {
+                "-".into()
+            } else {
+                w.taints.join(",")
+            },
             w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             w.jobs_completed.to_string(),
             ago(w.provisioned_at_ms),

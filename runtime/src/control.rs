@@ -17,6 +17,7 @@ use crate::job::{
     Attempt, AttemptOutcome, ExitReport, JobRecord, JobSpec, JobState, Priority, StopCause,
 };
 use crate::resources::Resources;
+use crate::scheduling::{ClusterView, QueuedJob, RunningJob, Taint, TaintEffect, WorkerInfo};
 use crate::worker::{WorkerRecord, WorkerRegistration, WorkerState};
 
 /// A control-plane change, as journaled.
@@ -39,8 +40,8 @@ pub enum Command {
     SubmitJob {
         /// Its id (must be `next_job_id`).
         id: JobId,
-        /// The validated spec.
-        spec: JobSpec,
+        /// The validated spec (boxed: it is by far the largest command).
+        spec: Box<JobSpec>,
         /// When.
         at_ms: u64,
     },
@@ -143,6 +144,17 @@ pub enum Command {
         /// When.
         at_ms: u64,
     },
+    /// Taints are put on or taken off a worker (`NoExecute` ones may evict running jobs).
+    TaintWorker {
+        /// Which.
+        id: WorkerId,
+        /// Taints to add (one with the same key and effect is replaced).
+        add: Vec<Taint>,
+        /// Taints to remove, by key (and effect, when given).
+        remove: Vec<(String, Option<TaintEffect>)>,
+        /// When.
+        at_ms: u64,
+    },
     /// A worker stops taking new work.
     WorkerDraining {
         /// Which.
@@ -188,6 +200,7 @@ impl Command {
             Command::ExpireJob { .. } => "expire_job",
             Command::WorkerProvisioning { .. } => "worker_provisioning",
             Command::WorkerRegistered { .. } => "worker_registered",
+            Command::TaintWorker { .. } => "taint_worker",
             Command::WorkerDraining { .. } => "worker_draining",
             Command::WorkerTerminated { .. } => "worker_terminated",
             Command::Purge { .. } => "purge",
@@ -344,56 +357,24 @@ pub struct ControlState {
     state_counts: BTreeMap<JobState, u64>,
 }
 
-/// A pending job as the scheduler sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingJob {
-    /// Id.
-    pub id: JobId,
-    /// Priority.
-    pub priority: Priority,
-    /// Submission order.
-    pub seq: u64,
-    /// Request.
-    pub resources: Resources,
-    /// Tenant.
-    pub tenant: TenantId,
-    /// The attempt number the next assignment will carry.
-    pub next_attempt: AttemptNo,
+/// Where an unplaceable pending job stands between scheduling attempts (kept by the caller,
+/// not journaled: it is derived from scheduling cycles and rebuilt by the next ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unschedulable {
+    /// Cycles in a row the job was found unplaceable.
+    pub failures: u32,
+    /// Not offered to the scheduler again before this time (unless capacity changes).
+    pub retry_at_ms: u64,
 }
 
-/// A worker as the scheduler sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CandidateWorker {
-    /// Id.
-    pub id: WorkerId,
-    /// Pool.
-    pub pool: PoolId,
-    /// Capacity.
-    pub capacity: Resources,
-    /// Free capacity.
-    pub free: Resources,
-    /// Total slots.
-    pub slots: u32,
-    /// Free slots.
-    pub free_slots: u32,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-}
-
-/// The immutable input of one scheduling cycle.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What the control plane hands the scheduler for one cycle.
+#[derive(Debug, Clone, Default)]
 pub struct SchedulingView {
-    /// The cycle's clock.
-    pub now_ms: u64,
-    /// The current epoch (assignments carry it).
-    pub epoch: Epoch,
-    /// Schedulable pending jobs in queue order (at most the requested number).
-    pub jobs: Vec<PendingJob>,
-    /// Workers accepting work (registered, not draining), in id order.
-    pub workers: Vec<CandidateWorker>,
-    /// Pending jobs in total (including those in backoff).
+    /// The pipeline's input.
+    pub cluster: ClusterView,
+    /// Pending jobs in total (including those in backoff and outside the window).
     pub pending_total: usize,
-    /// Earliest end of a retry backoff still in the future.
+    /// Earliest end of a retry or unschedulable backoff still in the future.
     pub next_wake_ms: Option<u64>,
 }
 
@@ -401,6 +382,8 @@ type Applied = Result<Vec<Event>, Rejection>;
 
 /// Pending jobs a scheduling view offers per free slot (see [`ControlState::scheduling_view`]).
 pub const CANDIDATES_PER_FREE_SLOT: usize = 64;
+/// Pending jobs a view offers when no slot is free (candidates for preemption).
+pub const PREEMPTION_CANDIDATES: usize = 16;
 
 impl ControlState {
     /// Rebuilds the derived indices from the primary data (after decoding a snapshot).
@@ -490,62 +473,144 @@ impl ControlState {
             .unwrap_or_else(|_| WorkerId::new(format!("w-{n}")).expect("valid fallback id"))
     }
 
-    /// Builds the scheduler's view: up to `max_jobs` schedulable pending jobs in queue order, and
-    /// every worker that accepts work and has a free slot.
-    pub fn scheduling_view(&self, now_ms: u64, max_jobs: usize) -> SchedulingView {
-        let workers: Vec<CandidateWorker> = self
-            .workers
-            .values()
-            .filter(|w| w.state.accepts_work() && w.free_slots() > 0)
-            .map(|w| CandidateWorker {
+    /// The input of one scheduling cycle: every registered worker, the running jobs, and a
+    /// window of the schedulable pending jobs.
+    ///
+    /// The window holds at most `max_jobs` jobs and `CANDIDATES_PER_FREE_SLOT` per free slot
+    /// (`PREEMPTION_CANDIDATES` when no slot is free), taken in (priority, submission) order
+    /// with at most a quarter of the window (and at least 16) per tenant, so one tenant's
+    /// backlog cannot hide the others' from a fair-share profile. Jobs in a retry backoff, or
+    /// in an unschedulable backoff (`unschedulable`), are left out.
+    pub fn scheduling_view(
+        &self,
+        now_ms: u64,
+        cycle: u64,
+        max_jobs: usize,
+        unschedulable: &std::collections::HashMap<JobId, Unschedulable>,
+    ) -> SchedulingView {
+        let mut workers = Vec::with_capacity(self.workers.len());
+        let mut running = Vec::new();
+        let mut free_slots: usize = 0;
+        for w in self.workers.values() {
+            if !w.state.is_registered() {
+                continue;
+            }
+            if w.state.accepts_work() {
+                free_slots += w.free_slots() as usize;
+            }
+            workers.push(WorkerInfo {
                 id: w.id.clone(),
                 pool: w.pool.clone(),
+                state: w.state,
                 capacity: w.capacity,
-                free: w.free(),
+                allocated: w.allocated,
                 slots: w.slots,
-                free_slots: w.free_slots(),
+                used_slots: w.running.len() as u32,
                 labels: w.labels.clone(),
-            })
-            .collect();
-        // With no free slot anywhere nothing can be placed: skip the queue walk (but still
-        // report when the next backoff ends). Otherwise look at most
-        // `CANDIDATES_PER_FREE_SLOT` jobs per free slot: enough to find jobs that fit past
-        // ones that do not, without copying the whole queue every cycle.
-        let free_slots: usize = workers.iter().map(|w| w.free_slots as usize).sum();
-        let max_jobs = max_jobs.min(free_slots.saturating_mul(CANDIDATES_PER_FREE_SLOT));
-        let mut jobs = Vec::with_capacity(max_jobs.min(self.pending.len()));
-        if max_jobs > 0 {
-            for (_, _, id) in &self.pending {
+                taints: w.taints.clone(),
+            });
+            for (id, _) in &w.running {
+                let Some(j) = self.jobs.get(id) else { continue };
+                let Some(a) = j.live_attempt() else { continue };
+                running.push(RunningJob {
+                    id: *id,
+                    worker: w.id.clone(),
+                    priority: j.spec.priority,
+                    tenant: j.spec.tenant.clone(),
+                    resources: j.spec.resources,
+                    labels: j.spec.labels.clone(),
+                    started_at_ms: a.started_at_ms.unwrap_or(a.assigned_at_ms),
+                    time_limit_ms: j.spec.timeout_ms,
+                    tolerations: j.spec.scheduling.tolerations.clone(),
+                });
+            }
+        }
+        let window = if free_slots > 0 {
+            max_jobs.min(free_slots.saturating_mul(CANDIDATES_PER_FREE_SLOT))
+        } else {
+            max_jobs.min(PREEMPTION_CANDIDATES)
+        };
+        let per_tenant_max = (window / 4).max(16);
+        let mut per_tenant: BTreeMap<&TenantId, usize> = BTreeMap::new();
+        let mut pending = Vec::with_capacity(window.min(self.pending.len()));
+        let mut next_wake_ms: Option<u64> = None;
+        if window > 0 {
+            // Bounded scan: skipped jobs (backoff, tenant share) cost at most 8 windows.
+            for (_, _, id) in self.pending.iter().take(window.saturating_mul(8)) {
                 let Some(j) = self.jobs.get(id) else { continue };
                 if j.not_before_ms > now_ms {
                     continue;
                 }
-                jobs.push(PendingJob {
+                let note = unschedulable.get(id).copied().unwrap_or_default();
+                if note.retry_at_ms > now_ms {
+                    next_wake_ms =
+                        Some(next_wake_ms.map_or(note.retry_at_ms, |t| t.min(note.retry_at_ms)));
+                    continue;
+                }
+                let n = per_tenant.entry(&j.spec.tenant).or_default();
+                if *n >= per_tenant_max {
+                    continue;
+                }
+                *n += 1;
+                let enqueued_at_ms = j.queued_since_ms();
+                pending.push(QueuedJob {
                     id: *id,
-                    priority: j.spec.priority,
                     seq: j.seq,
-                    resources: j.spec.resources,
+                    priority: j.spec.priority,
                     tenant: j.spec.tenant.clone(),
+                    resources: j.spec.resources,
+                    labels: j.spec.labels.clone(),
+                    constraints: std::sync::Arc::new(j.spec.scheduling.clone()),
+                    enqueued_at_ms,
+                    time_limit_ms: j.spec.timeout_ms,
                     next_attempt: AttemptNo(j.attempts.len() as u32 + 1),
+                    schedule_failures: note.failures,
+                    deadline_at_ms: j
+                        .spec
+                        .scheduling
+                        .scheduling_deadline_ms
+                        .map(|d| enqueued_at_ms.saturating_add(d)),
                 });
-                if jobs.len() >= max_jobs {
+                if pending.len() >= window {
                     break;
                 }
             }
         }
-        let next_wake_ms = self
+        let backoff_wake = self
             .backoff
             .range((now_ms + 1, JobId(0))..)
             .next()
             .map(|(t, _)| *t);
+        let next_wake_ms = match (next_wake_ms, backoff_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         SchedulingView {
-            now_ms,
-            epoch: self.epoch,
-            jobs,
-            workers,
+            cluster: ClusterView {
+                now_ms,
+                epoch: self.epoch,
+                cycle,
+                workers,
+                pending,
+                running,
+                explain: true,
+            },
             pending_total: self.pending.len(),
             next_wake_ms,
         }
+    }
+
+    /// Pending jobs whose scheduling deadline has passed, with that deadline.
+    pub fn expired_pending(&self, now_ms: u64) -> Vec<(JobId, u64)> {
+        self.pending
+            .iter()
+            .filter_map(|(_, _, id)| {
+                let j = self.jobs.get(id)?;
+                let d = j.spec.scheduling.scheduling_deadline_ms?;
+                let at = j.queued_since_ms().saturating_add(d);
+                (at <= now_ms).then_some((*id, at))
+            })
+            .collect()
     }
 
     /// Applies one command. On `Err` nothing changed.
@@ -602,6 +667,12 @@ impl ControlState {
                 ..
             } => self.on_evict(*id, *attempt, *epoch, reason),
             Command::ExpireJob { id, reason, at_ms } => self.on_expire(*id, reason, *at_ms),
+            Command::TaintWorker {
+                id,
+                add,
+                remove,
+                at_ms,
+            } => self.on_taint_worker(id, add, remove, *at_ms),
             Command::WorkerProvisioning { id, pool, at_ms } => {
                 self.on_worker_provisioning(id, pool, *at_ms)
             }
@@ -1087,6 +1158,7 @@ impl ControlState {
                 allocated: Resources::ZERO,
                 slots: 0,
                 labels: BTreeMap::new(),
+                taints: Vec::new(),
                 running: BTreeSet::new(),
                 agent_node: None,
                 hostname: None,
@@ -1139,6 +1211,7 @@ impl ControlState {
                 allocated: Resources::ZERO,
                 slots: 0,
                 labels: BTreeMap::new(),
+                taints: Vec::new(),
                 running: BTreeSet::new(),
                 agent_node: None,
                 hostname: None,
@@ -1155,6 +1228,14 @@ impl ControlState {
         w.capacity = r.capacity;
         w.slots = r.slots;
         w.labels = r.labels.clone();
+        w.taints = r
+            .taints
+            .iter()
+            .map(|t| Taint {
+                added_at_ms: at_ms,
+                ..t.clone()
+            })
+            .collect();
         w.agent_node = Some(r.agent_node.clone());
         w.hostname = Some(r.hostname.clone());
         w.pid = Some(r.pid);
@@ -1169,6 +1250,49 @@ impl ControlState {
                 worker: r.id.clone(),
             },
         ])
+    }
+
+    fn on_taint_worker(
+        &mut self,
+        id: &WorkerId,
+        add: &[Taint],
+        remove: &[(String, Option<TaintEffect>)],
+        at_ms: u64,
+    ) -> Applied {
+        let w = self
+            .workers
+            .get_mut(id)
+            .ok_or_else(|| Rejection::UnknownWorker(id.clone()))?;
+        if w.state == WorkerState::Terminated {
+            return Err(Rejection::InvalidState(format!(
+                "worker {id} is terminated"
+            )));
+        }
+        let before = w.taints.clone();
+        w.taints.retain(|t| {
+            !remove
+                .iter()
+                .any(|(k, e)| *k == t.key && e.is_none_or(|e| e == t.effect))
+        });
+        for t in add {
+            let mut t = t.clone();
+            t.added_at_ms = at_ms;
+            match w
+                .taints
+                .iter_mut()
+                .find(|o| o.key == t.key && o.effect == t.effect)
+            {
+                // Same taint again: keep its original time (toleration seconds count from it).
+                Some(o) if o.value == t.value => {}
+                Some(o) => *o = t,
+                None => w.taints.push(t),
+            }
+        }
+        if w.taints == before {
+            return Err(Rejection::NoOp);
+        }
+        // Fewer taints may let jobs in: wake the scheduler either way (NoExecute evicts).
+        Ok(vec![Event::CapacityFreed { worker: id.clone() }])
     }
 
     fn on_worker_draining(&mut self, id: &WorkerId, reason: &str, _at_ms: u64) -> Applied {

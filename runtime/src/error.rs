@@ -24,6 +24,9 @@ pub enum SpecError {
         /// What it is for.
         reason: String,
     },
+    /// A scheduling constraint (selector, affinity, toleration, profile, deadline) is invalid.
+    #[error(transparent)]
+    Scheduling(#[from] crate::scheduling::SchedulingError),
 }
 
 /// Errors of the durable store (journal and snapshots).

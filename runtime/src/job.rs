@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::SpecError;
 use crate::ids::{AttemptNo, Epoch, JobId, TenantId, WorkerId};
 use crate::resources::Resources;
+use crate::scheduling::SchedulingConstraints;
 
 /// Maximum retries after the first attempt.
 pub const RETRIES_MAX: u32 = 100;
@@ -236,6 +237,8 @@ pub struct JobSpec {
     pub retry: RetryPolicy,
     /// Submitting twice with the same key (per tenant) yields the same job.
     pub idempotency_key: Option<String>,
+    /// Where it may run: scheduler profile, node selector, affinity, tolerations, deadline.
+    pub scheduling: SchedulingConstraints,
 }
 
 impl JobSpec {
@@ -273,6 +276,7 @@ impl JobSpec {
             timeout_ms: None,
             retry: RetryPolicy::default(),
             idempotency_key: None,
+            scheduling: SchedulingConstraints::default(),
         }
     }
 
@@ -329,6 +333,12 @@ impl JobSpec {
     /// Sets the idempotency key.
     pub fn with_idempotency_key(mut self, k: impl Into<String>) -> Self {
         self.idempotency_key = Some(k.into());
+        self
+    }
+
+    /// Sets the scheduling constraints.
+    pub fn with_scheduling(mut self, c: SchedulingConstraints) -> Self {
+        self.scheduling = c;
         self
     }
 
@@ -472,6 +482,7 @@ impl JobSpec {
                 "1 to 256 characters, no control characters",
             ));
         }
+        self.scheduling.validate()?;
         Ok(())
     }
 }

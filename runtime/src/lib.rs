@@ -5,8 +5,8 @@
 //!
 //! * [`ids`], [`resources`], [`job`], [`worker`]: the domain model and its validation.
 //! * [`control`]: the control-plane state machine (commands → state + events).
-//! * [`placement`], [`scaling`]: pure policies (view, config, now) → decision.
-//! * [`scheduling`]: the full scheduling pipeline (queue → filters → scores → preemption).
+//! * [`scheduling`] (queue → filters → scores → preemption) and [`scaling`]: pure policies
+//!   (view, config, now) → decision.
 //! * [`store`]: the sled journal and snapshots; [`codec`]: the binary encoding.
 
 pub mod codec;
@@ -14,7 +14,6 @@ pub mod control;
 pub mod error;
 pub mod ids;
 pub mod job;
-pub mod placement;
 pub mod resources;
 pub mod scaling;
 pub mod scheduling;

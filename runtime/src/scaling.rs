@@ -137,6 +137,7 @@ mod tests {
                 capacity: Resources::ZERO,
                 slots,
                 labels: Default::default(),
+                taints: Vec::new(),
             },
             idle_timeout_ms: 60_000,
             register_timeout_ms: 30_000,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AttemptNo, JobId, PoolId, WorkerId};
 use crate::resources::Resources;
+use crate::scheduling::Taint;
 
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -89,6 +90,8 @@ pub struct WorkerRegistration {
     pub slots: u32,
     /// Labels for selection.
     pub labels: BTreeMap<String, String>,
+    /// Taints (jobs that do not tolerate them stay away).
+    pub taints: Vec<Taint>,
     /// The agent's cluster node name (`agent-<pid>-<random>`).
     pub agent_node: String,
     /// Host the agent runs on.
@@ -116,6 +119,8 @@ pub struct WorkerRecord {
     pub slots: u32,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Taints, each stamped with when it was put on the worker.
+    pub taints: Vec<Taint>,
     /// Live attempts.
     pub running: BTreeSet<(JobId, AttemptNo)>,
     /// Agent details once registered.
@@ -191,6 +196,8 @@ pub struct WorkerTemplate {
     pub slots: u32,
     /// Labels each worker carries (plus `hodei.io/pool`).
     pub labels: BTreeMap<String, String>,
+    /// Taints each worker carries.
+    pub taints: Vec<Taint>,
 }
 
 /// A pool of workers, as configured.

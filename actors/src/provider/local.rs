@@ -254,6 +254,9 @@ impl LocalProviderState {
         for (k, v) in &t.labels {
             cmd.arg("--label").arg(format!("{k}={v}"));
         }
+        for taint in &t.taints {
+            cmd.arg("--taint").arg(taint.to_string());
+        }
         if let Some(u) = &cfg.agents.run_as_user {
             cmd.arg("--run-as-user").arg(u);
         }

@@ -49,7 +49,9 @@ fn view() -> JobView {
 #[test]
 fn every_client_message_round_trips() {
     roundtrip(ClientRequest::Hello { client: "c".into() });
-    roundtrip(ClientRequest::Submit { spec: spec() });
+    roundtrip(ClientRequest::Submit {
+        spec: Box::new(spec()),
+    });
     roundtrip(ClientRequest::ListJobs {
         filter: JobFilter {
             state: Some(JobState::Running),
@@ -107,6 +109,7 @@ fn every_agent_message_round_trips() {
             capacity: Resources::ZERO,
             slots: 2,
             labels: Default::default(),
+            taints: vec!["gpu=yes:NoSchedule".parse().unwrap()],
             agent_node: "agent-1".into(),
             hostname: "h".into(),
             pid: 7,

@@ -57,6 +57,8 @@ pub struct AgentOptions {
     pub capacity: Resources,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Taints.
+    pub taints: Vec<hodei_runtime::scheduling::Taint>,
     /// Scratch directories go here.
     pub work_dir: PathBuf,
     /// Run jobs as (user, group).
@@ -261,6 +263,7 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
         capacity: opts.capacity,
         slots: opts.slots,
         labels: opts.labels.clone(),
+        taints: opts.taints.clone(),
         agent_node: cluster.name.clone(),
         hostname: nix::unistd::gethostname()
             .ok()

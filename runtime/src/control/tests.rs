@@ -1,6 +1,7 @@
 use super::*;
 use crate::codec;
 use crate::job::RetryPolicy;
+use crate::scheduling::SchedulingConstraints;
 use proptest::prelude::*;
 
 fn node() -> NodeId {
@@ -18,6 +19,7 @@ fn reg(id: &str, slots: u32, cpu: u64) -> WorkerRegistration {
         },
         slots,
         labels: Default::default(),
+        taints: Vec::new(),
         agent_node: format!("agent-{id}"),
         hostname: "h".into(),
         pid: 1,
@@ -50,7 +52,12 @@ impl H {
     fn submit(&mut self, spec: JobSpec) -> JobId {
         let id = JobId(self.s.next_job_id);
         let at_ms = self.tick();
-        self.run(Command::SubmitJob { id, spec, at_ms }).unwrap();
+        self.run(Command::SubmitJob {
+            id,
+            spec: Box::new(spec),
+            at_ms,
+        })
+        .unwrap();
         id
     }
     fn worker(&mut self, id: &str, slots: u32) -> WorkerId {
@@ -138,8 +145,17 @@ fn a_failed_attempt_is_retried_with_backoff_then_fails_with_its_reason() {
         j.reason
     );
     // Not schedulable during backoff.
-    assert!(h.s.scheduling_view(h.t, 10).jobs.is_empty());
-    assert_eq!(h.s.scheduling_view(h.t, 10).next_wake_ms, Some(h.t + 1000));
+    let none = std::collections::HashMap::new();
+    assert!(
+        h.s.scheduling_view(h.t, 0, 10, &none)
+            .cluster
+            .pending
+            .is_empty()
+    );
+    assert_eq!(
+        h.s.scheduling_view(h.t, 0, 10, &none).next_wake_ms,
+        Some(h.t + 1000)
+    );
     let a2 = h.assign(id, &w);
     assert_eq!(a2, AttemptNo(2));
     h.finish(id, a2, ExitReport::exited(3)).unwrap();
@@ -410,6 +426,103 @@ fn an_expired_pending_job_fails_with_its_reason_and_a_live_one_cannot_expire() {
 }
 
 #[test]
+fn taints_are_stamped_when_added_kept_when_repeated_and_removed_by_key() {
+    let mut h = H::new();
+    let w = h.worker("w1", 1);
+    let gpu: Taint = "gpu=yes:NoExecute".parse().unwrap();
+    let at1 = h.tick();
+    h.run(Command::TaintWorker {
+        id: w.clone(),
+        add: vec![gpu.clone()],
+        remove: vec![],
+        at_ms: at1,
+    })
+    .unwrap();
+    assert_eq!(h.s.workers[&w].taints[0].added_at_ms, at1);
+    let at2 = h.tick();
+    assert_eq!(
+        h.run(Command::TaintWorker {
+            id: w.clone(),
+            add: vec![gpu],
+            remove: vec![],
+            at_ms: at2,
+        }),
+        Err(Rejection::NoOp),
+        "the same taint again changes nothing (its toleration clock keeps running)"
+    );
+    let at3 = h.tick();
+    h.run(Command::TaintWorker {
+        id: w.clone(),
+        add: vec![],
+        remove: vec![("gpu".into(), None)],
+        at_ms: at3,
+    })
+    .unwrap();
+    assert!(h.s.workers[&w].taints.is_empty());
+    assert!(matches!(
+        h.run(Command::TaintWorker {
+            id: WorkerId::new("nope").unwrap(),
+            add: vec![],
+            remove: vec![],
+            at_ms: at3,
+        }),
+        Err(Rejection::UnknownWorker(_))
+    ));
+}
+
+#[test]
+fn the_view_holds_running_jobs_and_leaves_out_unschedulable_ones_until_their_retry_time() {
+    let mut h = H::new();
+    let w = h.worker("w1", 2);
+    let a = h.submit(JobSpec::shell("a").with_timeout_ms(5_000));
+    let b = h.submit(JobSpec::shell("b"));
+    let c = h.submit(JobSpec::shell("c").with_scheduling(SchedulingConstraints {
+        scheduling_deadline_ms: Some(10),
+        ..Default::default()
+    }));
+    h.assign(a, &w);
+    let mut notes = std::collections::HashMap::new();
+    notes.insert(
+        b,
+        Unschedulable {
+            failures: 2,
+            retry_at_ms: h.t + 500,
+        },
+    );
+    let v = h.s.scheduling_view(h.t, 7, 100, &notes);
+    assert_eq!(v.cluster.cycle, 7);
+    assert_eq!(v.cluster.running.len(), 1);
+    assert_eq!(v.cluster.running[0].id, a);
+    assert_eq!(v.cluster.running[0].time_limit_ms, Some(5_000));
+    let ids: Vec<JobId> = v.cluster.pending.iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![c], "b waits out its unschedulable backoff");
+    assert_eq!(v.next_wake_ms, Some(h.t + 500));
+    assert!(v.cluster.pending[0].deadline_at_ms.is_some());
+    let later = h.t + 500;
+    let v = h.s.scheduling_view(later, 8, 100, &notes);
+    let b_view = v.cluster.pending.iter().find(|j| j.id == b).unwrap();
+    assert_eq!(b_view.schedule_failures, 2);
+    assert_eq!(
+        h.s.expired_pending(later),
+        vec![(c, h.job(c).submitted_at_ms + 10)]
+    );
+}
+
+#[test]
+fn one_tenants_backlog_does_not_fill_the_whole_window() {
+    let mut h = H::new();
+    h.worker("w1", 1);
+    for _ in 0..100 {
+        h.submit(JobSpec::shell("x").with_tenant(TenantId::new("big").unwrap()));
+    }
+    let small = h.submit(JobSpec::shell("x").with_tenant(TenantId::new("small").unwrap()));
+    let v =
+        h.s.scheduling_view(h.t, 0, 64, &std::collections::HashMap::new());
+    assert!(v.cluster.pending.iter().any(|j| j.id == small));
+    assert_eq!(v.pending_total, 101);
+}
+
+#[test]
 fn an_idempotency_key_names_one_job_per_tenant() {
     let mut h = H::new();
     let id = h.submit(JobSpec::shell("x").with_idempotency_key("k1"));
@@ -419,7 +532,7 @@ fn an_idempotency_key_names_one_job_per_tenant() {
     assert_eq!(
         h.run(Command::SubmitJob {
             id: next,
-            spec: JobSpec::shell("x").with_idempotency_key("k1"),
+            spec: Box::new(JobSpec::shell("x").with_idempotency_key("k1")),
             at_ms
         }),
         Err(Rejection::Duplicate(id))
@@ -520,13 +633,15 @@ fn to_command(s: &ControlState, op: &Op, t: u64) -> Option<Command> {
     Some(match op {
         Op::Submit(p, r) => Command::SubmitJob {
             id: JobId(s.next_job_id),
-            spec: JobSpec::shell("x")
-                .with_priority(Priority::ALL[*p as usize])
-                .with_retries(*r)
-                .with_resources(Resources {
-                    cpu_millis: 500,
-                    ..Resources::ZERO
-                }),
+            spec: Box::new(
+                JobSpec::shell("x")
+                    .with_priority(Priority::ALL[*p as usize])
+                    .with_retries(*r)
+                    .with_resources(Resources {
+                        cpu_millis: 500,
+                        ..Resources::ZERO
+                    }),
+            ),
             at_ms: t,
         },
         Op::Register(w, slots) => Command::WorkerRegistered {
@@ -679,7 +794,11 @@ proptest! {
         // A snapshot round trip rebuilds the same indices.
         let mut d: ControlState = codec::decode_store(&codec::encode(&s).unwrap()).unwrap();
         d.rebuild_indices();
-        prop_assert_eq!(d.scheduling_view(1 << 40, 1000), s.scheduling_view(1 << 40, 1000));
+        let none = std::collections::HashMap::new();
+        prop_assert_eq!(
+            format!("{:?}", d.scheduling_view(1 << 40, 0, 1000, &none)),
+            format!("{:?}", s.scheduling_view(1 << 40, 0, 1000, &none))
+        );
         prop_assert_eq!(d.state_counts(), s.state_counts());
     }
 }

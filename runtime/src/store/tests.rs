@@ -6,7 +6,7 @@ use crate::job::JobSpec;
 fn submit(i: u64) -> Command {
     Command::SubmitJob {
         id: JobId(i + 1),
-        spec: JobSpec::shell(format!("echo {i}")),
+        spec: Box::new(JobSpec::shell(format!("echo {i}"))),
         at_ms: i,
     }
 }
