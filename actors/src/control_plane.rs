@@ -23,8 +23,8 @@ use hodei_runtime::scheduling::{
 };
 use hodei_runtime::store::{JournalEntry, Store};
 use hodei_runtime::{
-    ExitReport, JobId, JobRecord, JobSpec, JobState, PoolId, WorkerId, WorkerRecord,
-    WorkerRegistration, WorkerState,
+    ExitReport, JobId, JobRecord, JobSpec, JobState, PoolId, Priority, TenantId, WorkerId,
+    WorkerRecord, WorkerRegistration, WorkerState,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{debug, info, warn};
@@ -853,8 +853,15 @@ impl Core {
                 })
                 .set(n);
         }
-        // Queue depth: every label seen before is reset so a drained queue reads 0.
+        // Queue depth: every label seen before is reset so a drained queue reads 0 (the
+        // default tenant's five priorities are always exported).
         let mut seen = std::mem::take(&mut self.gauge_labels);
+        for p in Priority::ALL {
+            seen.queue.insert(QueueLabel {
+                priority: p.as_str().into(),
+                tenant: TenantId::default().to_string(),
+            });
+        }
         for l in &seen.queue {
             m.queue_depth.get_or_create(l).set(0);
         }

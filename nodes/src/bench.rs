@@ -202,3 +202,72 @@ pub async fn jobs(args: JobsBenchArgs) -> anyhow::Result<()> {
     println!("{out}");
     Ok(())
 }
+
+/// Options of `hodei bench scheduler`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchedulerBenchArgs {
+    /// Workers in the speed run.
+    #[arg(long, default_value_t = 10_000)]
+    pub workers: usize,
+    /// Pending jobs in the speed run.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    /// Workers in the quality run.
+    #[arg(long, default_value_t = 1_000)]
+    pub quality_workers: usize,
+    /// Jobs in the quality run.
+    #[arg(long, default_value_t = 10_000)]
+    pub quality_jobs: usize,
+    /// Seed of the generated cluster and workload.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Runs the pure pipeline on generated clusters (one core, this thread): the speed run decides
+/// every pending job once with all filters and scores on; the quality run places the same jobs
+/// with the production (sampled) scan and with exhaustive scoring.
+pub fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
+    use hodei_runtime::scheduling::bench;
+    eprintln!(
+        "speed: {} workers, {} pending jobs (mixed labels, taints, capacities, constraints)",
+        args.workers, args.jobs
+    );
+    let speed = bench::run(args.workers, args.jobs, args.seed);
+    eprintln!(
+        "speed: {} decided ({} placed, {} preempting, {} unplaceable, {} held) in {:.0} ms: {:.0}/s",
+        speed.decided,
+        speed.placed,
+        speed.preempted,
+        speed.unplaced,
+        speed.held,
+        speed.elapsed_ms,
+        speed.placements_per_s
+    );
+    eprintln!(
+        "quality: {} workers, {} jobs, sampled vs exhaustive scoring",
+        args.quality_workers, args.quality_jobs
+    );
+    let (q, qe) = bench::quality(args.quality_workers, args.quality_jobs, args.seed);
+    let delta = if qe == 0 {
+        0.0
+    } else {
+        (qe as f64 - q as f64) / qe as f64 * 100.0
+    };
+    eprintln!("quality: {q} placed sampled, {qe} exhaustive: delta {delta:.2}%");
+    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let out = json!({
+        "workers": args.workers,
+        "jobs": args.jobs,
+        "placed": speed.placed + speed.preempted,
+        "placements_per_s": round(speed.placements_per_s, 1),
+        "quality": {
+            "workers": args.quality_workers,
+            "jobs": args.quality_jobs,
+            "placed": q,
+            "placed_exhaustive": qe,
+            "delta_pct": round(delta, 2),
+        }
+    });
+    println!("{out}");
+    Ok(())
+}

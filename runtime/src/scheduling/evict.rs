@@ -34,11 +34,17 @@ pub struct Evictions {
 /// time limit). An untolerated taint evicts at once (`added_at_ms`); matching tolerations with
 /// `toleration_seconds` keep the job for the smallest of them.
 fn due_at(job: &RunningJob, taint: &Taint) -> Option<u64> {
-    let matching: Vec<_> = job
-        .tolerations
-        .iter()
-        .filter(|t| t.tolerates(taint))
-        .collect();
+    eviction_due_at(&job.tolerations, taint)
+}
+
+/// When a job with `tolerations` must leave a worker with the NoExecute `taint`: `None` =
+/// never. The taint filter uses it too, so a job is not placed where it would be evicted at
+/// once (no place → evict → place loop once a toleration's seconds have run out).
+pub fn eviction_due_at(
+    tolerations: &[super::constraints::Toleration],
+    taint: &Taint,
+) -> Option<u64> {
+    let matching: Vec<_> = tolerations.iter().filter(|t| t.tolerates(taint)).collect();
     if matching.is_empty() {
         return Some(taint.added_at_ms);
     }

@@ -390,14 +390,22 @@ impl SchedulingPlugin for TaintTolerationPlugin {
     }
     fn filter(
         &self,
-        _: &SchedulingContext<'_, '_>,
+        ctx: &SchedulingContext<'_, '_>,
         job: &QueuedJob,
         w: &Candidate<'_>,
     ) -> Result<(), Reason> {
+        let now_ms = ctx.view().now_ms;
         for t in &w.info.taints {
-            if t.effect != TaintEffect::PreferNoSchedule
-                && !tolerated(&job.constraints.tolerations, t)
-            {
+            let rejected = match t.effect {
+                TaintEffect::PreferNoSchedule => false,
+                TaintEffect::NoSchedule => !tolerated(&job.constraints.tolerations, t),
+                // Tolerated for a while only: not once that while is over.
+                TaintEffect::NoExecute => {
+                    super::evict::eviction_due_at(&job.constraints.tolerations, t)
+                        .is_some_and(|at| at <= now_ms)
+                }
+            };
+            if rejected {
                 return Err(Cow::Owned(format!("untolerated taint {}", t.key_value())));
             }
         }

@@ -267,6 +267,37 @@ fn untolerated_no_schedule_and_no_execute_taints_filter() {
 }
 
 #[test]
+fn a_no_execute_toleration_whose_seconds_ran_out_no_longer_lets_a_job_in() {
+    // Tainted 5 s ago; the job tolerates it for 2 s only: placing it would evict it at once.
+    let mut taint: Taint = "maintenance:NoExecute".parse().unwrap();
+    taint.added_at_ms = NOW - 5_000;
+    let mut w = worker("w", 8, 4);
+    w.taints.push(taint.clone());
+    let brief = SchedulingConstraints {
+        tolerations: vec!["maintenance:NoExecute:2".parse().unwrap()],
+        ..Default::default()
+    };
+    let out = default_pipeline().schedule(&view(
+        vec![w.clone()],
+        vec![constrained(job(1, 100, Priority::Medium), brief)],
+    ));
+    assert_eq!(
+        summary_of(&out, 1),
+        "0/1 workers fit: 1 untolerated taint maintenance"
+    );
+    // Tolerated for 10 s: 5 s are left, so it may still go there.
+    let patient = SchedulingConstraints {
+        tolerations: vec!["maintenance:NoExecute:10".parse().unwrap()],
+        ..Default::default()
+    };
+    let out = default_pipeline().schedule(&view(
+        vec![w],
+        vec![constrained(job(1, 100, Priority::Medium), patient)],
+    ));
+    assert_eq!(placed_on(&out, 1), Some("w"));
+}
+
+#[test]
 fn prefer_no_schedule_only_lowers_the_score() {
     let out = default_pipeline().schedule(&view(
         vec![
