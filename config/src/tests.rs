@@ -22,6 +22,57 @@ fn the_documented_example_is_valid() {
     assert_eq!(c.pools.len(), 3);
     assert_eq!(c.pools[0].template.slots, 4);
     assert_eq!(c.agents.heartbeat_interval_ms, 1000);
+    let profiles = &c.scheduler.pipeline.profiles;
+    assert_eq!(
+        profiles.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["default", "hpc", "shared"]
+    );
+    let ci = &c.scheduler.pipeline.quotas[&hodei_runtime::TenantId::new("ci").unwrap()];
+    assert_eq!(ci.max_running_jobs, Some(20));
+    assert_eq!(ci.max_cpu_millis, Some(16_000));
+    assert_eq!(ci.max_memory_bytes, Some(32 << 30));
+    assert_eq!(
+        c.pools[1].template.taints[0].to_string(),
+        "tier=burst:NoSchedule"
+    );
+}
+
+#[test]
+fn bad_scheduler_profiles_quotas_and_taints_name_the_field() {
+    let e = check(&format!(
+        "{MINIMAL}\n[scheduler.profiles.default]\nqueue = \"lifo\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("lifo"), "{e}");
+    let e = check(&format!(
+        "{MINIMAL}\n[scheduler.profiles.default]\npercentage_of_workers_to_score = 300\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("scheduler.profiles.default.percentage_of_workers_to_score")
+            && e.contains("300"),
+        "{e}"
+    );
+    let e = check(&format!(
+        "{MINIMAL}\n[quotas.tenants.ci]\nmax_cpu = \"lots\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("quotas.tenants.ci.max_cpu") && e.contains("lots"),
+        "{e}"
+    );
+    let e = check(&format!(
+        "{MINIMAL}\n[[pools]]\nname = \"p\"\n[pools.template]\ntaints = [\"gpu=yes:Sometimes\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("pools[0].template.taints[0]") && e.contains("Sometimes"),
+        "{e}"
+    );
 }
 
 #[test]

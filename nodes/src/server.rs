@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use hodei_actors::context::SchedulerPlugins;
 use hodei_actors::metrics::Metrics;
-use hodei_actors::node::{NodeHandle, start_node};
+use hodei_actors::node::{NodeHandle, start_node_full};
 use hodei_config::Config;
 use tracing::{info, warn};
 
@@ -44,7 +45,39 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Starts a node: listener first (so agents get the real port), then the actor tree.
-pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
+pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    start_with_plugins(config, SchedulerPlugins::default()).await
+}
+
+/// Like [`start`], adding custom scheduling plugins (filters and scores written in Rust) to
+/// named scheduler profiles:
+///
+/// ```no_run
+/// # async fn f(config: hodei_config::Config) -> anyhow::Result<()> {
+/// use std::sync::Arc;
+/// use hodei::server::{SchedulerPlugins, start_with_plugins};
+/// use hodei_runtime::scheduling::{Candidate, QueuedJob, Reason, SchedulingContext, SchedulingPlugin};
+///
+/// /// Keeps jobs labelled `confidential=yes` off workers not labelled `secure=yes`.
+/// struct SecureOnly;
+/// impl SchedulingPlugin for SecureOnly {
+///     fn name(&self) -> &str { "secure_only" }
+///     fn filter(&self, _: &SchedulingContext<'_, '_>, job: &QueuedJob, w: &Candidate<'_>)
+///         -> Result<(), Reason> {
+///         let wants = job.labels.get("confidential").is_some_and(|v| v == "yes");
+///         let is = w.info.labels.get("secure").is_some_and(|v| v == "yes");
+///         if wants && !is { Err("worker not secure".into()) } else { Ok(()) }
+///     }
+/// }
+///
+/// let plugins = SchedulerPlugins::default().with("default", Arc::new(|| Box::new(SecureOnly)));
+/// let node = start_with_plugins(config, plugins).await?;
+/// # drop(node); Ok(()) }
+/// ```
+pub async fn start_with_plugins(
+    mut config: Config,
+    plugins: SchedulerPlugins,
+) -> anyhow::Result<RunningNode> {
     let _ = std::fs::remove_file(addr_file(&config.node.data_dir));
     let _ = std::fs::remove_file(config.node.data_dir.join("metrics.addr"));
     let mut cluster = cluster::start("node", &config.node.cookie).await?;
@@ -60,7 +93,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningNode> {
     }
     let data_dir = config.node.data_dir.clone();
     let metrics_listen = config.node.metrics_listen;
-    let handle = start_node(config, cluster.name.clone()).await?;
+    let handle = start_node_full(
+        config,
+        cluster.name.clone(),
+        hodei_actors::journal::JournalMode::Threaded,
+        plugins,
+    )
+    .await?;
     let mut events = std::mem::replace(&mut cluster.events, tokio::sync::mpsc::channel(1).1);
     let dir = handle.ctx.dir.clone();
     tokio::spawn(async move {

@@ -449,7 +449,10 @@ impl Inner {
 
     /// Gives a scratch directory back: reused if the job left it empty and unchanged, removed
     /// otherwise (on a blocking thread when it has contents).
-    async fn release_scratch(&self, dir: PathBuf) {
+    /// Puts a pristine (empty, ours, 0700) scratch directory back in the pool; returns the
+    /// directory when it must be removed instead. Synchronous and cheap, so it runs before the
+    /// attempt's exit is reported: the next job on this slot always finds it in the pool.
+    fn recycle_scratch(&self, dir: PathBuf) -> Option<PathBuf> {
         use std::os::unix::fs::MetadataExt;
         let want_uid = self
             .cfg
@@ -462,9 +465,14 @@ impl Inner {
             let mut pool = self.scratch();
             if pool.free.len() < SCRATCH_POOL_MAX {
                 pool.free.push(dir);
-                return;
+                return None;
             }
         }
+        Some(dir)
+    }
+
+    /// Removes a scratch directory that could not be reused (a job left files in it).
+    async fn remove_scratch(&self, dir: PathBuf) {
         if std::fs::remove_dir(&dir).is_ok() {
             return;
         }

@@ -116,10 +116,11 @@ pub(super) async fn run(
         duration_ms = outcome.duration_ms,
         "attempt exited"
     );
+    let dirty = scratch.and_then(|dir| inner.recycle_scratch(dir));
     guard.unregister();
     let _ = inner.events.send(ExecEvent::Exited { key, outcome }).await;
-    if let Some(dir) = scratch {
-        inner.release_scratch(dir).await;
+    if let Some(dir) = dirty {
+        inner.remove_scratch(dir).await;
     }
     drop(guard);
 }
