@@ -14,6 +14,7 @@ use crate::ids::{AttemptNo, Epoch, JobId, TenantId, WorkerId};
 pub mod bench;
 pub mod constraints;
 mod evict;
+mod fit;
 mod pipeline;
 pub mod plugins;
 mod queue;
@@ -25,6 +26,7 @@ pub use constraints::{
     WeightedTerm,
 };
 pub use evict::{Eviction, Evictions, evictions};
+pub use fit::{WOULD_FIT_FILTERS, would_fit};
 pub use pipeline::Pipeline;
 pub use plugins::{Candidate, DomainCounts, Reason, SchedulingContext, SchedulingPlugin};
 pub use queue::effective_rank;

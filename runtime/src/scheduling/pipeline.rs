@@ -1171,7 +1171,7 @@ struct StaticSet {
 }
 
 impl<'v> CycleState<'v> {
-    fn new(view: &'v ClusterView, profiles: usize) -> Self {
+    pub(crate) fn new(view: &'v ClusterView, profiles: usize) -> Self {
         let mut workers: Vec<&WorkerInfo> = view.workers.iter().collect();
         workers.sort_by(|a, b| a.id.cmp(&b.id));
         workers.dedup_by(|a, b| a.id == b.id);

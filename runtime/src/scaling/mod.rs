@@ -1,16 +1,43 @@
-//! The autoscaling decision: a pure function of a pool's state, its spec and the clock.
+//! The autoscaling policy: pure functions of a pool's workers, its demand, its spec and policy,
+//! the history and the clock, returning a decision the caller applies. No actors, no clocks.
+//! See `README.md` beside this file for the steps, their order and the guarantees.
 //!
-//! This is the foundation's policy, behind the entry point the pools/autoscaler issue extends:
-//! * below `min_workers` (counting workers still provisioning): provision the difference;
-//! * pending jobs that fit the pool's template and exceed the free slots (including slots of
-//!   workers still provisioning): provision enough workers for them, up to `max_workers`;
-//! * no unmet demand and more than `min_workers`: retire workers idle for at least
-//!   `idle_timeout_ms`, longest idle first, never a busy one, never below `min_workers`.
+//! * [`demand_by_pool`] splits pending jobs between pools with the scheduler's own filters
+//!   ([`crate::scheduling::would_fit`] on [`would_be_worker`]) and names the unservable ones.
+//! * [`decide_pool`] is the one entry point: one step for one pool.
+//! * [`select_provider`], [`on_provision_success`], [`on_provision_failure`]: provider choice and
+//!   health. [`ScalingHistory`] keeps cooldown stamps and the arrival forecast.
+//! * [`decide`] is the foundation's entry point, kept as a thin wrapper over [`decide_pool`]
+//!   until the autoscaler actor switches.
+
+mod config;
+mod decide;
+mod demand;
+mod history;
+mod metrics;
+mod provider;
+
+pub use config::{
+    DURATION_MS_MAX, PREDICTIVE_BUCKETS_MAX, PoolQuota, PredictiveConfig, ProviderStrategy,
+    ScalingError, ScalingPolicy,
+};
+pub use decide::{
+    DecisionKind, DecisionMetrics, PoolDecision, PoolState, StopCause, StopMode, WorkerStop,
+    WorkerView, decide_pool,
+};
+pub use demand::{Demand, POOL_LABEL, PoolDemand, demand_by_pool, would_be_worker};
+pub use history::{ArrivalHistory, ScalingHistory};
+pub use metrics::{billable_workers, cost_accrued, idle_worker_ms};
+pub use provider::{
+    PROVIDER_BACKOFF_MS_MAX, PROVIDER_BACKOFF_MS_MIN, PROVIDER_EWMA_ALPHA, ProviderStatus,
+    on_provision_failure, on_provision_success, provider_backoff_ms, select_provider,
+};
 
 use crate::ids::WorkerId;
 use crate::worker::{PoolSpec, WorkerState};
 
-/// A worker of the pool as the autoscaler sees it.
+/// A worker of the pool as the foundation's autoscaler sees it (compatibility; new code uses
+/// [`WorkerView`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolWorker {
     /// Id.
@@ -23,7 +50,7 @@ pub struct PoolWorker {
     pub idle_since_ms: Option<u64>,
 }
 
-/// The input of one decision.
+/// The input of one compatibility decision (new code uses [`PoolState`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PoolStats {
     /// The pool's workers that are not terminated.
@@ -32,7 +59,7 @@ pub struct PoolStats {
     pub pending_fitting: u64,
 }
 
-/// What to do.
+/// What to do (compatibility; new code uses [`PoolDecision`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ScalingDecision {
     /// Workers to start.
@@ -43,79 +70,38 @@ pub struct ScalingDecision {
     pub reason: String,
 }
 
-/// Decides one step for one pool.
+/// The foundation's entry point: [`decide_pool`] with [`ScalingPolicy::from_spec`] (no
+/// cooldowns, unbounded steps, no recycling), an empty history, `pending_fitting` as only-here
+/// demand and the pool's own provider.
 pub fn decide(spec: &PoolSpec, stats: &PoolStats, now_ms: u64) -> ScalingDecision {
-    let live: Vec<&PoolWorker> = stats
-        .workers
-        .iter()
-        .filter(|w| !matches!(w.state, WorkerState::Terminated | WorkerState::Draining))
-        .collect();
-    let live_n = live.len() as u32;
-    let slots = spec.template.slots.max(1);
-    let incoming_slots: u64 = live
-        .iter()
-        .map(|w| match w.state {
-            WorkerState::Provisioning => slots as u64,
-            _ => w.free_slots as u64,
-        })
-        .sum();
-    if live_n < spec.min_workers {
-        let n = spec.min_workers - live_n;
-        return ScalingDecision {
-            provision: n,
-            retire: vec![],
-            reason: format!("{live_n} workers, below min {}", spec.min_workers),
-        };
-    }
-    if stats.pending_fitting > incoming_slots {
-        let unmet = stats.pending_fitting - incoming_slots;
-        let want = unmet.div_ceil(slots as u64).min(u32::MAX as u64) as u32;
-        let room = spec.max_workers.saturating_sub(live_n);
-        let n = want.min(room);
-        if n > 0 {
-            return ScalingDecision {
-                provision: n,
-                retire: vec![],
-                reason: format!(
-                    "{} pending jobs fit this pool, {incoming_slots} free or incoming slots",
-                    stats.pending_fitting
-                ),
-            };
-        }
-        return ScalingDecision {
-            reason: format!(
-                "at max {} workers with {unmet} jobs waiting",
-                spec.max_workers
-            ),
-            ..Default::default()
-        };
-    }
-    if stats.pending_fitting == 0 && live_n > spec.min_workers {
-        let mut idle: Vec<(u64, &WorkerId)> = live
+    let state = PoolState {
+        workers: stats
+            .workers
             .iter()
-            .filter(|w| w.state == WorkerState::Idle)
-            .filter_map(|w| w.idle_since_ms.map(|t| (t, &w.id)))
-            .filter(|(t, _)| now_ms.saturating_sub(*t) >= spec.idle_timeout_ms)
-            .collect();
-        idle.sort();
-        let n = (live_n - spec.min_workers) as usize;
-        let retire: Vec<WorkerId> = idle.into_iter().take(n).map(|(_, id)| id.clone()).collect();
-        if !retire.is_empty() {
-            return ScalingDecision {
-                reason: format!(
-                    "{} workers idle for {}+, above min {}",
-                    retire.len(),
-                    crate::control::fmt_ms(spec.idle_timeout_ms),
-                    spec.min_workers
-                ),
-                provision: 0,
-                retire,
-            };
-        }
-    }
+            .map(|w| WorkerView {
+                id: w.id.clone(),
+                state: w.state,
+                free_slots: w.free_slots,
+                running_jobs: (w.state == WorkerState::Busy) as u32,
+                idle_since_ms: w.idle_since_ms,
+                jobs_completed: 0,
+                provisioned_at_ms: None,
+                registered_at_ms: None,
+            })
+            .collect(),
+        demand: PoolDemand {
+            only_here: stats.pending_fitting,
+            could_run_here: stats.pending_fitting,
+            ..PoolDemand::default()
+        },
+        providers: Vec::new(),
+    };
+    let policy = ScalingPolicy::from_spec(spec);
+    let d = decide_pool(spec, &policy, &state, &ScalingHistory::default(), now_ms);
     ScalingDecision {
-        reason: "steady".into(),
-        ..Default::default()
+        provision: d.provision,
+        retire: d.retire().cloned().collect(),
+        reason: d.reason,
     }
 }
 
