@@ -339,9 +339,11 @@ pub fn decide_pool(
     if below_min > 0 {
         why_up.push(format!("{live} workers, below min {}", policy.min_workers));
     }
-    target = target
-        .max(policy.min_workers)
-        .min(policy.max_workers.max(policy.min_workers));
+    let ceiling = policy.max_workers.max(policy.min_workers);
+    if target > ceiling {
+        why_up.push(format!("capped at max {} workers", policy.max_workers));
+    }
+    target = target.max(policy.min_workers).min(ceiling);
     m.target_workers = target;
     let wanted = target.saturating_sub(live);
     // Wanted but capped at max (demand beyond it).
@@ -546,11 +548,11 @@ fn scale_up(
     let mut quota_room = |limit: Option<u64>, per: u64, field: &str, n: &mut u32| {
         if let Some(max) = limit {
             let used = held.saturating_mul(per);
-            let r = if per == 0 {
-                u64::MAX
-            } else {
-                max.saturating_sub(used) / per
-            };
+            // A template without that resource never reaches the limit.
+            let r = max
+                .saturating_sub(used)
+                .checked_div(per)
+                .unwrap_or(u64::MAX);
             if (*n as u64) > r {
                 *n = r as u32;
                 limits.push(format!(
