@@ -42,8 +42,8 @@ pub struct PoolDemand {
     pub only_here: u64,
     /// Pending jobs this pool could serve (only_here included).
     pub could_run_here: u64,
-    /// Jobs several pools could serve that are counted for this one (the first fitting pool in
-    /// the order the pools were given).
+    /// Jobs several pools could serve that are counted for this one (the first fitting pool
+    /// that can provision, in the order the pools were given).
     pub shared_assigned: u64,
     /// Longest wait among the jobs this pool scales for (`only_here + shared_assigned`).
     pub oldest_wait_ms: u64,
@@ -74,19 +74,18 @@ pub struct Demand {
 /// fits one pool is `only_here` demand; one that fits several counts in each `could_run_here`
 /// and is scaled for by the **first fitting pool in the order of `pools`** (put the preferred,
 /// e.g. cheapest, pool first; sort by name for a neutral order); one that fits none is
-/// `unservable` with each pool's reasons. `max_workers == 0` pools and External pools (never
-/// provisioned) are not candidates. Waits are `now_ms - enqueued_at_ms`.
+/// `unservable` with each pool's reasons. Pools that never provision (External, or
+/// `max_workers == 0`) still make a job servable — their workers register by themselves — but a
+/// shared job goes to the first fitting pool that can provision, if any. Waits are
+/// `now_ms - enqueued_at_ms`.
 pub fn demand_by_pool(
     jobs: &[QueuedJob],
     pools: &[PoolSpec],
     scheduler: &SchedulerConfig,
     now_ms: u64,
 ) -> Demand {
-    let templates: Vec<(&PoolSpec, WorkerInfo)> = pools
-        .iter()
-        .filter(|p| p.max_workers > 0 && p.provider != crate::worker::ProviderKind::External)
-        .map(|p| (p, would_be_worker(p)))
-        .collect();
+    let templates: Vec<(&PoolSpec, WorkerInfo)> =
+        pools.iter().map(|p| (p, would_be_worker(p))).collect();
     let default_profile = ProfileConfig::default();
     let mut demand = Demand {
         per_pool: pools
@@ -141,7 +140,15 @@ pub fn demand_by_pool(
                         .or_default();
                     d.could_run_here += 1;
                 }
-                let first = &templates[fit[0]].0.id;
+                let scalable = |p: &PoolSpec| {
+                    p.max_workers > 0 && p.provider != crate::worker::ProviderKind::External
+                };
+                let first = fit
+                    .iter()
+                    .map(|&i| templates[i].0)
+                    .find(|p| scalable(p))
+                    .unwrap_or(templates[fit[0]].0);
+                let first = &first.id;
                 let d = demand.per_pool.entry(first.clone()).or_default();
                 if fit.len() == 1 {
                     d.only_here += 1;

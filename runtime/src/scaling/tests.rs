@@ -684,6 +684,20 @@ fn demand_splits_jobs_between_pools_and_names_the_unservable_ones() {
 }
 
 #[test]
+fn a_shared_job_goes_to_the_first_pool_that_can_provision() {
+    let mut ps = pools();
+    ps[0].provider = ProviderKind::External; // arm
+    let jobs = [qjob(1, 0, SchedulingConstraints::default(), 0)];
+    let d = demand_by_pool(&jobs, &ps, &SchedulerConfig::default(), 0);
+    assert_eq!(d.per_pool[&PoolId::new("arm").unwrap()].shared_assigned, 0);
+    assert_eq!(
+        d.per_pool[&PoolId::new("local").unwrap()].shared_assigned,
+        1
+    );
+    assert!(d.unservable.is_empty());
+}
+
+#[test]
 fn a_job_of_an_unknown_profile_is_unservable() {
     let c = SchedulingConstraints {
         profile: Some("batch".into()),
