@@ -132,7 +132,6 @@ fn a_critical_job_preempts_a_batch_job_on_a_full_pool_and_the_batch_job_complete
         "hodei_queue_wait_seconds_count",
         "# TYPE hodei_queue_depth gauge",
         "hodei_worker_utilisation{",
-        "# TYPE hodei_scheduling_failures counter",
     ] {
         assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
     }
@@ -221,6 +220,13 @@ fn a_job_with_an_impossible_selector_reports_why_and_fails_at_its_deadline() {
         "{reason}"
     );
     assert_eq!(j["attempts"], 0);
+    let text = http_get(&n.metrics_addr(), "/metrics");
+    for series in [
+        "hodei_scheduling_failures_total{reason=\"node selector mismatch\"}",
+        "hodei_scheduling_deadline_failures_total 1",
+    ] {
+        assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
+    }
 }
 
 #[test]

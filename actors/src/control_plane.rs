@@ -244,6 +244,15 @@ struct GaugeLabels {
     workers: BTreeSet<WorkerResourceLabel>,
 }
 
+/// True when a placement summary says only that no worker has a free slot
+/// ("0/3 workers fit: 3 no free slot"): the job is queued, not unschedulable.
+fn waiting_for_a_slot(summary: &str) -> bool {
+    summary
+        .strip_prefix("0/")
+        .and_then(|r| r.split_once(" workers fit: "))
+        .is_some_and(|(n, rest)| rest.strip_prefix(n) == Some(" no free slot"))
+}
+
 /// The control plane's data (everything but the deferred replies).
 pub struct Core {
     ctx: NodeContext,
@@ -1116,19 +1125,33 @@ impl ControlPlaneState {
         for e in outcome.explanations {
             self.core.explanations.insert(e.job, e);
         }
-        for u in outcome.unplaced {
+        let mut failures: BTreeMap<&str, u64> = BTreeMap::new();
+        for u in &outcome.unplaced {
+            if waiting_for_a_slot(&u.summary) {
+                // The cluster is simply full: the job waits its turn (no backoff, not a
+                // failure); capacity freeing up triggers the next cycle anyway.
+                if self.core.pending_reasons.get(&u.job) != Some(&u.summary) {
+                    self.core.pending_reasons.insert(u.job, u.summary.clone());
+                }
+                continue;
+            }
             let reason = u
                 .summary
                 .split_once(": ")
                 .map(|(_, r)| r.split(", ").next().unwrap_or(r))
                 .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' '))
-                .unwrap_or("no worker")
-                .to_string();
+                .unwrap_or("no worker");
+            *failures.entry(reason).or_default() += 1;
+            self.core
+                .mark_unschedulable(u.job, u.summary.clone(), now_ms);
+        }
+        for (reason, n) in failures {
             metrics
                 .scheduling_failures
-                .get_or_create(&ReasonLabel { reason })
-                .inc();
-            self.core.mark_unschedulable(u.job, u.summary, now_ms);
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_string(),
+                })
+                .inc_by(n);
         }
         for h in outcome.held {
             metrics.quota_holds.inc();
@@ -1572,5 +1595,22 @@ impl ControlPlaneState {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::waiting_for_a_slot;
+
+    #[test]
+    fn only_a_full_cluster_counts_as_waiting_for_a_slot() {
+        assert!(waiting_for_a_slot("0/3 workers fit: 3 no free slot"));
+        assert!(!waiting_for_a_slot(
+            "0/3 workers fit: 2 no free slot, 1 insufficient cpu"
+        ));
+        assert!(!waiting_for_a_slot("0/12 workers fit: 2 no free slot"));
+        assert!(!waiting_for_a_slot(
+            "0/0 workers fit: no worker is registered"
+        ));
     }
 }

@@ -381,7 +381,7 @@ pub struct SchedulingView {
 type Applied = Result<Vec<Event>, Rejection>;
 
 /// Pending jobs a scheduling view offers per free slot (see [`ControlState::scheduling_view`]).
-pub const CANDIDATES_PER_FREE_SLOT: usize = 64;
+pub const CANDIDATES_PER_FREE_SLOT: usize = 16;
 /// Pending jobs a view offers when no slot is free (candidates for preemption).
 pub const PREEMPTION_CANDIDATES: usize = 16;
 
