@@ -530,9 +530,12 @@ impl ControlState {
         } else {
             max_jobs.min(PREEMPTION_CANDIDATES)
         };
-        let per_tenant_max = (window / 4).max(16);
+        // At most a quarter of the window per tenant in a first pass; what the cap skipped fills
+        // the rest of the window afterwards (so a lone tenant still gets the whole window).
+        let per_tenant_max = (window / 4).max(1);
         let mut per_tenant: BTreeMap<&TenantId, usize> = BTreeMap::new();
         let mut pending = Vec::with_capacity(window.min(self.pending.len()));
+        let mut capped: Vec<(JobId, Unschedulable)> = Vec::new();
         let mut next_wake_ms: Option<u64> = None;
         if window > 0 {
             // Bounded scan: skipped jobs (backoff, tenant share) cost at most 8 windows.
@@ -549,30 +552,23 @@ impl ControlState {
                 }
                 let n = per_tenant.entry(&j.spec.tenant).or_default();
                 if *n >= per_tenant_max {
+                    if capped.len() < window {
+                        capped.push((*id, note));
+                    }
                     continue;
                 }
                 *n += 1;
-                let enqueued_at_ms = j.queued_since_ms();
-                pending.push(QueuedJob {
-                    id: *id,
-                    seq: j.seq,
-                    priority: j.spec.priority,
-                    tenant: j.spec.tenant.clone(),
-                    resources: j.spec.resources,
-                    labels: j.spec.labels.clone(),
-                    constraints: std::sync::Arc::new(j.spec.scheduling.clone()),
-                    enqueued_at_ms,
-                    time_limit_ms: j.spec.timeout_ms,
-                    next_attempt: AttemptNo(j.attempts.len() as u32 + 1),
-                    schedule_failures: note.failures,
-                    deadline_at_ms: j
-                        .spec
-                        .scheduling
-                        .scheduling_deadline_ms
-                        .map(|d| enqueued_at_ms.saturating_add(d)),
-                });
+                pending.push(self.queued_job(j, note));
                 if pending.len() >= window {
                     break;
+                }
+            }
+            for (id, note) in capped {
+                if pending.len() >= window {
+                    break;
+                }
+                if let Some(j) = self.jobs.get(&id) {
+                    pending.push(self.queued_job(j, note));
                 }
             }
         }
@@ -597,6 +593,29 @@ impl ControlState {
             },
             pending_total: self.pending.len(),
             next_wake_ms,
+        }
+    }
+
+    /// A pending job as the scheduling pipeline sees it.
+    fn queued_job(&self, j: &JobRecord, note: Unschedulable) -> QueuedJob {
+        let enqueued_at_ms = j.queued_since_ms();
+        QueuedJob {
+            id: j.id,
+            seq: j.seq,
+            priority: j.spec.priority,
+            tenant: j.spec.tenant.clone(),
+            resources: j.spec.resources,
+            labels: j.spec.labels.clone(),
+            constraints: std::sync::Arc::new(j.spec.scheduling.clone()),
+            enqueued_at_ms,
+            time_limit_ms: j.spec.timeout_ms,
+            next_attempt: AttemptNo(j.attempts.len() as u32 + 1),
+            schedule_failures: note.failures,
+            deadline_at_ms: j
+                .spec
+                .scheduling
+                .scheduling_deadline_ms
+                .map(|d| enqueued_at_ms.saturating_add(d)),
         }
     }
 
