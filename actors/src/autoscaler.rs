@@ -1,22 +1,27 @@
 //! The autoscaler: a coordinating actor that runs the pure scaling decision
-//! ([`hodei_runtime::scaling::decide`]) for every pool and has the pool actors carry it out.
+//! ([`hodei_runtime::scaling::decide_pool`]) for every pool and has the pool actors carry it out.
 //!
 //! Supervised by: the services supervisor (permanent).
 //! Supervises: nothing.
-//! State: none that matters across a restart (it reads the pools' stats from the control plane
-//! on every evaluation).
+//! State: each pool's `ScalingHistory` (last scale-up/down, arrivals per time-of-day bucket).
+//! It is kept in memory only: after a restart cooldowns start afresh and the predictive history
+//! is relearnt. The pools' workers and demand are read from the control plane every evaluation.
 //!
 //! It evaluates on an interval and when kicked (a job queued, a worker changed), coalescing
 //! kicks, so a pool at zero starts provisioning as soon as work arrives.
 
 use std::time::Duration;
 
-use hodei_runtime::scaling::decide;
+use std::collections::BTreeMap;
+
+use hodei_runtime::PoolId;
+use hodei_runtime::scaling::{DecisionKind, ScalingHistory, decide_pool, idle_worker_ms};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::warn;
 
 use crate::context::NodeContext;
 use crate::control_plane::ControlPlaneMsg;
+use crate::metrics::PoolLabel;
 use crate::pool::PoolMsg;
 
 /// Evaluation interval.
@@ -37,6 +42,9 @@ impl ractor::Message for AutoscalerMsg {}
 pub struct AutoscalerState {
     ctx: NodeContext,
     pending: bool,
+    history: BTreeMap<PoolId, ScalingHistory>,
+    arrivals_seen: Option<u64>,
+    last_eval_ms: Option<u64>,
 }
 
 /// The actor.
@@ -59,6 +67,9 @@ impl Actor for Autoscaler {
         Ok(AutoscalerState {
             ctx,
             pending: false,
+            history: BTreeMap::new(),
+            arrivals_seen: None,
+            last_eval_ms: None,
         })
     }
 
@@ -95,15 +106,45 @@ impl Actor for Autoscaler {
                     10_000
                 )?;
                 let now = st.ctx.now_ms();
+                let arrived = st
+                    .arrivals_seen
+                    .map_or(0, |seen| stats.arrivals_total.saturating_sub(seen));
+                st.arrivals_seen = Some(stats.arrivals_total);
+                let last_eval_ms = st.last_eval_ms.replace(now);
                 for spec in &st.ctx.config.pools {
                     if spec.provider == hodei_runtime::ProviderKind::External {
                         continue;
                     }
-                    let Some(s) = stats.get(&spec.id) else {
+                    let Some(state) = stats.pools.get(&spec.id) else {
                         continue;
                     };
-                    let d = decide(spec, s, now);
-                    if d.provision == 0 && d.retire.is_empty() {
+                    let history = st.history.entry(spec.id.clone()).or_default();
+                    history
+                        .arrivals
+                        .record_arrivals(&spec.scaling.predictive, arrived, now);
+                    let d = decide_pool(spec, &spec.scaling, state, history, now);
+                    let label = PoolLabel {
+                        pool: spec.id.to_string(),
+                    };
+                    let m = &st.ctx.metrics;
+                    if let Some(last) = last_eval_ms {
+                        let idle_ms = idle_worker_ms(&state.workers, last, now);
+                        m.idle_worker_seconds
+                            .get_or_create(&label)
+                            .inc_by(idle_ms as f64 / 1000.0);
+                    }
+                    m.pool_utilisation
+                        .get_or_create(&label)
+                        .set(f64::from(d.metrics.utilisation_pct) / 100.0);
+                    history.record_decision(&d, now);
+                    if matches!(d.kind, DecisionKind::Steady) {
+                        continue;
+                    }
+                    if d.provision == 0 && d.stops.is_empty() && d.destroy.is_empty() {
+                        // Blocked: nothing to do, but say why in `hodei pools`.
+                        if let Some(pool) = st.ctx.dir.pool(&spec.id) {
+                            let _ = pool.cast(PoolMsg::Note(d.reason.clone()));
+                        }
                         continue;
                     }
                     let Some(pool) = st.ctx.dir.pool(&spec.id) else {
@@ -111,7 +152,9 @@ impl Actor for Autoscaler {
                     };
                     // Wait until the pool has journaled the new workers, so the next evaluation
                     // sees them and does not provision twice.
-                    if let Err(e) = ractor::call_t!(pool, |r| PoolMsg::Apply(d, r), 30_000) {
+                    if let Err(e) =
+                        ractor::call_t!(pool, |r| PoolMsg::Apply(Box::new(d), r), 30_000)
+                    {
                         warn!(pool = %spec.id, error = %e, "pool did not apply a scaling decision");
                     }
                 }

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use hodei_runtime::control::{Command, ControlState, Event, Rejection, Unschedulable};
-use hodei_runtime::scaling::{PoolStats, PoolWorker};
+use hodei_runtime::scaling::{
+    PoolState as ScalingPoolState, WorkerView as ScalingWorker, demand_by_pool,
+};
 use hodei_runtime::scheduling::{
     Explanation, Outcome, Taint, TaintEffect, unschedulable_backoff_ms,
 };
@@ -214,7 +216,7 @@ pub enum ControlPlaneMsg {
     /// The autoscaler's input, per configured pool.
     GetPoolStats {
         /// Answer.
-        reply: RpcReplyPort<BTreeMap<PoolId, PoolStats>>,
+        reply: RpcReplyPort<ScalingInput>,
     },
     /// Start job actors for every unfinished job (after the job supervisor (re)started).
     EnsureJobActors,
@@ -236,6 +238,20 @@ pub enum ControlPlaneMsg {
 impl ractor::Message for ControlPlaneMsg {}
 
 type Deferred = Box<dyn FnOnce(&mut Core, Result<(), &str>) + Send>;
+
+/// Pending jobs the autoscaler's demand looks at, at most.
+pub const DEMAND_JOBS_MAX: usize = 10_000;
+
+/// What the autoscaler reads each evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct ScalingInput {
+    /// Each configured pool's workers and the pending jobs it could serve.
+    pub pools: BTreeMap<PoolId, ScalingPoolState>,
+    /// Jobs submitted so far (the autoscaler counts arrivals from its differences).
+    pub arrivals_total: u64,
+    /// Pending jobs no pool could ever run, with the reasons.
+    pub unservable: Vec<(JobId, String)>,
+}
 
 /// Label sets of per-tenant and per-worker gauges exported by the last refresh.
 #[derive(Default)]
@@ -775,40 +791,38 @@ impl Core {
         }
     }
 
-    fn pool_stats(&self) -> BTreeMap<PoolId, PoolStats> {
+    fn pool_stats(&self) -> ScalingInput {
         let now = self.ctx.now_ms();
-        let mut out = BTreeMap::new();
+        let pending = self.state.pending_queued(now, DEMAND_JOBS_MAX);
+        let demand = demand_by_pool(
+            &pending,
+            &self.ctx.config.pools,
+            &self.ctx.config.scheduler.pipeline,
+            now,
+        );
+        let mut pools = BTreeMap::new();
         for spec in &self.ctx.config.pools {
-            let workers: Vec<PoolWorker> = self
+            let workers: Vec<ScalingWorker> = self
                 .state
                 .workers
                 .values()
                 .filter(|w| w.pool == spec.id && w.state != WorkerState::Terminated)
-                .map(|w| PoolWorker {
-                    id: w.id.clone(),
-                    state: w.state,
-                    free_slots: w.free_slots(),
-                    idle_since_ms: w.idle_since_ms,
-                })
+                .map(ScalingWorker::from_record)
                 .collect();
-            // Demand beyond what the pool could ever offer is not needed: stop counting there.
-            let cap = spec.max_workers as u64 * spec.template.slots as u64 + 1;
-            let pending_fitting = self
-                .state
-                .pending_in_order()
-                .filter(|j| j.not_before_ms <= now)
-                .filter(|j| j.spec.resources.fits_in(&spec.template.capacity))
-                .take(cap as usize)
-                .count() as u64;
-            out.insert(
+            pools.insert(
                 spec.id.clone(),
-                PoolStats {
+                ScalingPoolState {
                     workers,
-                    pending_fitting,
+                    demand: demand.per_pool.get(&spec.id).cloned().unwrap_or_default(),
+                    providers: Vec::new(),
                 },
             );
         }
-        out
+        ScalingInput {
+            pools,
+            arrivals_total: self.state.next_seq,
+            unservable: demand.unservable,
+        }
     }
 
     /// Records that a cycle could not place (or held back) a pending job: its reason, and an
@@ -825,6 +839,18 @@ impl Core {
         n.failures = n.failures.saturating_add(1);
         n.retry_at_ms = now_ms.saturating_add(unschedulable_backoff_ms(n.failures));
         self.pending_reasons.insert(id, reason);
+    }
+
+    /// True when the worker's pool runs one job per worker.
+    fn is_ephemeral(&self, worker: &WorkerId) -> bool {
+        let Some(w) = self.state.worker(worker) else {
+            return false;
+        };
+        self.ctx
+            .config
+            .pools
+            .iter()
+            .any(|p| p.id == w.pool && p.scaling.ephemeral)
     }
 
     /// The live attempt of a job, if any.
@@ -1243,6 +1269,7 @@ impl ControlPlaneState {
                 .jobs
                 .get(&p.job)
                 .map(|j| j.queued_since_ms());
+            let worker = p.worker.clone();
             match self.command(Command::AssignJob {
                 id: p.job,
                 attempt: p.attempt,
@@ -1251,6 +1278,15 @@ impl ControlPlaneState {
                 at_ms,
             }) {
                 Ok(_) => {
+                    // An ephemeral worker runs one job: it takes no other from now on, and is
+                    // retired once that job is done.
+                    if self.core.is_ephemeral(&worker) {
+                        self.command_quiet(Command::WorkerDraining {
+                            id: worker,
+                            reason: format!("ephemeral: runs job {} only", p.job),
+                            at_ms,
+                        })?;
+                    }
                     self.core.pending_reasons.remove(&p.job);
                     self.core.unschedulable.remove(&p.job);
                     if let Some(since) = queued_since_ms {
@@ -1298,7 +1334,18 @@ impl ControlPlaneState {
             registration,
             at_ms,
         }) {
-            Ok(_) => {}
+            Ok(_) => {
+                if let Some(w) = self.core.state.worker(&id) {
+                    self.core
+                        .ctx
+                        .metrics
+                        .provisioning_seconds
+                        .get_or_create(&crate::metrics::PoolLabel {
+                            pool: w.pool.to_string(),
+                        })
+                        .observe(at_ms.saturating_sub(w.provisioned_at_ms) as f64 / 1000.0);
+                }
+            }
             Err(CommandError::Rejected(r)) => {
                 let _ = reply.send(Err(ApiError::new(ApiErrorKind::Conflict, r.to_string())));
                 return Ok(());

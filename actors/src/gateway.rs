@@ -229,13 +229,13 @@ pub async fn serve(ctx: &NodeContext, req: ClientRequest) -> ClientReply {
                         provisioning_failures: 0,
                     },
                 };
-                if let Some(s) = stats.get(&spec.id) {
+                if let Some(s) = stats.pools.get(&spec.id) {
                     let mut counts = std::collections::BTreeMap::new();
                     for w in &s.workers {
                         *counts.entry(w.state).or_insert(0u32) += 1;
                     }
                     view.workers = counts.into_iter().collect();
-                    view.pending_fitting = s.pending_fitting;
+                    view.pending_fitting = s.demand.jobs();
                 }
                 out.push(view);
             }

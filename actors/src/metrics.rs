@@ -55,6 +55,22 @@ pub struct WorkerResourceLabel {
     pub resource: String,
 }
 
+/// Labels: a pool and a scaling decision kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct PoolKindLabel {
+    /// Pool.
+    pub pool: String,
+    /// `scale_up`, `scale_down`, `drain`, `blocked`.
+    pub kind: String,
+}
+
+/// Label: a pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct PoolLabel {
+    /// Pool.
+    pub pool: String,
+}
+
 /// Every series the node exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -100,6 +116,16 @@ pub struct Metrics {
     pub scheduling_deadline_failures: Counter,
     /// Allocated share of each registered worker's cpu, memory and slots (0–1).
     pub worker_utilisation: Family<WorkerResourceLabel, Gauge<f64, AtomicU64>>,
+    /// Scaling decisions carried out, per pool and kind.
+    pub scale_events: Family<PoolKindLabel, Counter>,
+    /// Time from asking a provider for a worker to its agent registering, in seconds.
+    pub provisioning_seconds: Family<PoolLabel, Histogram>,
+    /// Workers that failed to come up (create error or no registration in time), per pool.
+    pub provisioning_failures: Family<PoolLabel, Counter>,
+    /// Idle worker-seconds accrued (capacity paid for and unused), per pool.
+    pub idle_worker_seconds: Family<PoolLabel, Counter<f64, AtomicU64>>,
+    /// Share of the pool's registered slots that are busy (0–1).
+    pub pool_utilisation: Family<PoolLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -226,6 +252,38 @@ impl Metrics {
             "Allocated share of a worker's cpu, memory and slots",
             worker_utilisation.clone(),
         );
+        let scale_events = Family::<PoolKindLabel, Counter>::default();
+        r.register(
+            "scale_events",
+            "Scaling decisions carried out, per pool and kind",
+            scale_events.clone(),
+        );
+        let provisioning_seconds = Family::<PoolLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        r.register(
+            "provisioning_seconds",
+            "Time from asking a provider for a worker to its agent registering",
+            provisioning_seconds.clone(),
+        );
+        let provisioning_failures = Family::<PoolLabel, Counter>::default();
+        r.register(
+            "provisioning_failures",
+            "Workers that failed to come up (create error, or no registration in time)",
+            provisioning_failures.clone(),
+        );
+        let idle_worker_seconds = Family::<PoolLabel, Counter<f64, AtomicU64>>::default();
+        r.register(
+            "idle_worker_seconds",
+            "Idle worker-seconds accrued (capacity held and unused)",
+            idle_worker_seconds.clone(),
+        );
+        let pool_utilisation = Family::<PoolLabel, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "pool_utilisation",
+            "Share of the pool's registered slots that are busy",
+            pool_utilisation.clone(),
+        );
         Arc::new(Self {
             registry: Mutex::new(r),
             jobs,
@@ -249,6 +307,11 @@ impl Metrics {
             quota_holds,
             scheduling_deadline_failures,
             worker_utilisation,
+            scale_events,
+            provisioning_seconds,
+            provisioning_failures,
+            idle_worker_seconds,
+            pool_utilisation,
         })
     }
 

@@ -11,20 +11,23 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hodei_runtime::scaling::ScalingDecision;
+use hodei_runtime::scaling::{PoolDecision, StopMode};
 use hodei_runtime::{PoolSpec, WorkerId, WorkerState};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{info, warn};
 
 use crate::context::{NodeContext, Timer};
 use crate::control_plane::ControlPlaneMsg;
+use crate::metrics::PoolKindLabel;
 use crate::provider::ProviderMsg;
 use crate::wire::PoolView;
 
 /// Messages.
 pub enum PoolMsg {
     /// Carry out a scaling decision; answered once the new workers are journaled.
-    Apply(ScalingDecision, RpcReplyPort<()>),
+    Apply(Box<PoolDecision>, RpcReplyPort<()>),
+    /// A decision that changes nothing but explains the pool's state (e.g. blocked at max).
+    Note(String),
     /// A worker of this pool changed state.
     WorkerChanged {
         /// Which.
@@ -119,9 +122,10 @@ impl Actor for Pool {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             PoolMsg::Apply(decision, reply) => {
-                st.apply(&myself, decision).await?;
+                st.apply(&myself, *decision).await?;
                 let _ = reply.send(());
             }
+            PoolMsg::Note(reason) => st.last_decision = Some(reason),
             PoolMsg::WorkerChanged { id, state } => {
                 if state != WorkerState::Provisioning
                     && let Some(t) = st.provisioning.remove(&id)
@@ -179,6 +183,13 @@ impl PoolState {
     }
 
     fn fail(&self, id: WorkerId, reason: String) {
+        self.ctx
+            .metrics
+            .provisioning_failures
+            .get_or_create(&crate::metrics::PoolLabel {
+                pool: self.spec.id.to_string(),
+            })
+            .inc();
         if let Some(p) = self.ctx.dir.provider() {
             let _ = p.cast(ProviderMsg::Destroy {
                 worker: id.clone(),
@@ -193,26 +204,46 @@ impl PoolState {
     async fn apply(
         &mut self,
         myself: &ActorRef<PoolMsg>,
-        d: ScalingDecision,
+        d: PoolDecision,
     ) -> Result<(), ActorProcessingErr> {
-        if d.provision == 0 && d.retire.is_empty() {
-            return Ok(());
-        }
         let control = self
             .ctx
             .dir
             .control()
             .ok_or("control plane is not running")?;
-        info!(pool = %self.spec.id, provision = d.provision, retire = d.retire.len(), reason = %d.reason, "scaling");
-        self.last_decision = Some(format!(
-            "{}: {}",
-            if d.provision > 0 {
-                format!("+{} workers", d.provision)
-            } else {
-                format!("-{} workers", d.retire.len())
-            },
-            d.reason
-        ));
+        info!(
+            pool = %self.spec.id,
+            kind = ?d.kind,
+            provision = d.provision,
+            stops = d.stops.len(),
+            destroy = d.destroy.len(),
+            reason = %d.reason,
+            "scaling"
+        );
+        self.ctx
+            .metrics
+            .scale_events
+            .get_or_create(&PoolKindLabel {
+                pool: self.spec.id.to_string(),
+                kind: d.kind.as_str().into(),
+            })
+            .inc();
+        self.last_decision = Some(d.reason.clone());
+        for id in &d.destroy {
+            // The pool's own registration timer may have got there first.
+            let Some(timer) = self.provisioning.remove(id) else {
+                continue;
+            };
+            timer.abort();
+            self.failures += 1;
+            self.fail(
+                id.clone(),
+                format!(
+                    "agent did not register within {} (provisioning failure)",
+                    hodei_runtime::control::fmt_ms(self.spec.register_timeout_ms)
+                ),
+            );
+        }
         for _ in 0..d.provision {
             let id = match ractor::call_t!(
                 control,
@@ -244,10 +275,16 @@ impl PoolState {
                 }
             }
         }
-        for id in d.retire {
+        // Retire (idle) and drain (busy) alike: draining takes no new work and the worker is
+        // shut down once its jobs are done — a busy worker is never killed by a scale-down.
+        for stop in d.stops {
+            let why = match stop.mode {
+                StopMode::Retire => "retired",
+                StopMode::Drain => "drained",
+            };
             let _ = control.cast(ControlPlaneMsg::DrainWorker {
-                id,
-                reason: format!("scaled down: {}", d.reason),
+                id: stop.worker,
+                reason: format!("{why} ({}): {}", stop.cause.as_str(), d.reason),
             });
         }
         Ok(())

@@ -230,6 +230,9 @@ pub struct RawPool {
     /// The worker template.
     #[serde(default)]
     pub template: RawTemplate,
+    /// `[pools.scaling]`: the autoscaler's policy for this pool (cooldowns, steps, wait and
+    /// utilisation triggers, ephemeral workers, recycling, quota, predictive pre-warming).
+    pub scaling: Option<toml::Table>,
 }
 
 /// `[pools.template]`
@@ -773,11 +776,20 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
             "at least 100ms",
         ));
     }
+    let scaling = scaling_policy(
+        &f,
+        p,
+        min_workers,
+        max_workers,
+        idle_timeout_ms,
+        register_timeout_ms,
+    )?;
     Ok(PoolSpec {
         id,
         provider,
         min_workers,
         max_workers,
+        scaling,
         template: WorkerTemplate {
             capacity,
             slots,
@@ -787,6 +799,52 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
         idle_timeout_ms,
         register_timeout_ms,
     })
+}
+
+/// `[pools.scaling]` into the pool's `ScalingPolicy`. The pool's own `min`, `max`,
+/// `idle_timeout` and `register_timeout` are its bounds: the table may not set them again.
+fn scaling_policy(
+    f: &dyn Fn(&str) -> String,
+    p: &RawPool,
+    min_workers: u32,
+    max_workers: u32,
+    idle_timeout_ms: u64,
+    register_timeout_ms: u64,
+) -> Result<hodei_runtime::scaling::ScalingPolicy, ConfigError> {
+    use hodei_runtime::scaling::{ScalingError, ScalingPolicy};
+    let mut policy = match &p.scaling {
+        None => ScalingPolicy::default(),
+        Some(table) => {
+            for (key, pool_key) in [
+                ("min_workers", "min"),
+                ("max_workers", "max"),
+                ("idle_timeout_ms", "idle_timeout"),
+                ("register_timeout_ms", "register_timeout"),
+            ] {
+                if let Some(v) = table.get(key) {
+                    return Err(invalid(
+                        f(&format!("scaling.{key}")),
+                        v,
+                        format!("set it on the pool itself ({pool_key})"),
+                    ));
+                }
+            }
+            ScalingPolicy::deserialize(toml::Value::Table(table.clone()))
+                .map_err(|e| invalid(f("scaling"), "", e.to_string()))?
+        }
+    };
+    policy.min_workers = min_workers;
+    policy.max_workers = max_workers;
+    policy.idle_timeout_ms = idle_timeout_ms;
+    policy.register_timeout_ms = register_timeout_ms;
+    policy.validate().map_err(|e| match e {
+        ScalingError::Invalid {
+            field,
+            value,
+            reason,
+        } => invalid(f(&field), value, reason),
+    })?;
+    Ok(policy)
 }
 
 impl RawConfig {

@@ -596,6 +596,18 @@ impl ControlState {
         }
     }
 
+    /// Schedulable pending jobs (not in a retry backoff), in queue order, at most `max`: the
+    /// autoscaler's demand.
+    pub fn pending_queued(&self, now_ms: u64, max: usize) -> Vec<QueuedJob> {
+        self.pending
+            .iter()
+            .filter_map(|(_, _, id)| self.jobs.get(id))
+            .filter(|j| j.not_before_ms <= now_ms)
+            .take(max)
+            .map(|j| self.queued_job(j, Unschedulable::default()))
+            .collect()
+    }
+
     /// A pending job as the scheduling pipeline sees it.
     fn queued_job(&self, j: &JobRecord, note: Unschedulable) -> QueuedJob {
         let enqueued_at_ms = j.queued_since_ms();
@@ -1247,6 +1259,11 @@ impl ControlState {
         w.capacity = r.capacity;
         w.slots = r.slots;
         w.labels = r.labels.clone();
+        // Every worker carries its pool as a label (`--selector hodei.io/pool=gpu`).
+        w.labels.insert(
+            crate::scaling::POOL_LABEL.to_string(),
+            r.pool.as_str().to_string(),
+        );
         w.taints = r
             .taints
             .iter()

@@ -217,4 +217,6 @@ pub struct PoolSpec {
     pub idle_timeout_ms: u64,
     /// An agent that has not registered this long after being started is destroyed.
     pub register_timeout_ms: u64,
+    /// The autoscaler's policy (its bounds and timeouts are the four fields above).
+    pub scaling: crate::scaling::ScalingPolicy,
 }

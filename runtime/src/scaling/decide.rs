@@ -105,6 +105,31 @@ pub enum StopCause {
     MaxAge,
 }
 
+impl DecisionKind {
+    /// Short name for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DecisionKind::ScaleUp => "scale_up",
+            DecisionKind::ScaleDown => "scale_down",
+            DecisionKind::Drain => "drain",
+            DecisionKind::Steady => "steady",
+            DecisionKind::Blocked { .. } => "blocked",
+        }
+    }
+}
+
+impl StopCause {
+    /// Short name for reasons and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopCause::IdleTimeout => "idle timeout",
+            StopCause::Ephemeral => "ephemeral",
+            StopCause::MaxJobs => "max jobs per worker",
+            StopCause::MaxAge => "max worker age",
+        }
+    }
+}
+
 /// One worker to stop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStop {
