@@ -1519,7 +1519,7 @@ impl ControlPlaneState {
                             let _ = w.cast(WorkerMsg::Dispatch(a));
                         }
                         _ => {
-                            warn!(job = %id, %worker, "no worker actor to dispatch to; it re-sends when it restarts")
+                            debug!(job = %id, %worker, "no worker actor to dispatch to yet; it sends pending assignments when it starts")
                         }
                     }
                     if let Some(j) = self.core.ctx.dir.job(&id) {

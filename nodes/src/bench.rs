@@ -271,3 +271,143 @@ pub fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     println!("{out}");
     Ok(())
 }
+
+/// Options of `hodei bench scaling`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScalingBenchArgs {
+    /// Cold-start samples (each on a pool scaled back to zero first).
+    #[arg(long, default_value_t = 50)]
+    pub cold: usize,
+    /// Warm-start samples (on a static pool's warm worker).
+    #[arg(long, default_value_t = 200)]
+    pub warm: usize,
+}
+
+fn latency_summary(v: &mut [f64]) -> serde_json::Value {
+    json!({"n": v.len(), "p50": pct(v, 50.0), "p99": pct(v, 99.0)})
+}
+
+/// Start latency of jobs on the local-process provider: on a warm static pool (submit → start,
+/// durable ack included) and on a dynamic pool at zero (submit → a worker provisioned, its
+/// agent registered, the job started).
+pub async fn scaling(args: ScalingBenchArgs) -> anyhow::Result<()> {
+    use hodei_runtime::scheduling::SchedulingConstraints;
+    let dir = tempfile::Builder::new().prefix("hodei-bench-").tempdir()?;
+    let cookie = format!("bench-{}", hodei_actors::provider::local::random_hex(12));
+    let text = format!(
+        r#"
+[node]
+name = "bench"
+listen = "127.0.0.1:0"
+cookie = "{cookie}"
+data_dir = "{data}"
+
+[[pools]]
+name = "warm"
+provider = "local"
+min = 1
+max = 1
+[pools.template]
+slots = 1
+
+[[pools]]
+name = "cold"
+provider = "local"
+min = 0
+max = 1
+idle_timeout = "100ms"
+[pools.template]
+slots = 1
+[pools.scaling]
+scale_up_cooldown_ms = 0
+scale_down_cooldown_ms = 0
+"#,
+        data = dir.path().join("data").display()
+    );
+    let config = hodei_config::RawConfig::parse(&text, "bench")?
+        .validate(hodei_config::HostResources::detect())?;
+    let node = crate::server::start(config).await?;
+    let client = node.client();
+    let on_pool = |pool: &str, name: String| {
+        JobSpec::argv(["true"])
+            .with_name(name)
+            .with_scheduling(SchedulingConstraints {
+                node_selector: [("hodei.io/pool".to_string(), pool.to_string())].into(),
+                ..Default::default()
+            })
+    };
+    let live_in = |ws: &[hodei_actors::wire::WorkerView], pool: &str| {
+        ws.iter()
+            .filter(|w| w.pool == pool && w.state != hodei_runtime::WorkerState::Terminated)
+            .count()
+    };
+    let t = Instant::now();
+    while live_in(&client.workers().await?, "warm") == 0
+        || client
+            .workers()
+            .await?
+            .iter()
+            .all(|w| !(w.pool == "warm" && w.state.accepts_work()))
+    {
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "the warm worker did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let b = bar(args.warm as u64, "warm");
+    let mut warm = Vec::with_capacity(args.warm);
+    for i in 0..args.warm {
+        let id = client.submit(on_pool("warm", format!("warm-{i}"))).await?;
+        let v = client.wait(id, None).await?;
+        anyhow::ensure!(
+            v.state == hodei_runtime::JobState::Succeeded,
+            "job {id} ended {}",
+            v.state
+        );
+        if let Some(s) = v.started_at_ms {
+            warm.push(s.saturating_sub(v.submitted_at_ms) as f64);
+        }
+        b.inc(1);
+    }
+    b.finish();
+
+    let b = bar(args.cold as u64, "cold");
+    let mut cold = Vec::with_capacity(args.cold);
+    for i in 0..args.cold {
+        // Wait for the pool to be back at zero.
+        let t = Instant::now();
+        while live_in(&client.workers().await?, "cold") > 0 {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(30),
+                "the cold pool did not scale back to zero"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let id = client.submit(on_pool("cold", format!("cold-{i}"))).await?;
+        let v = client.wait(id, None).await?;
+        anyhow::ensure!(
+            v.state == hodei_runtime::JobState::Succeeded,
+            "job {id} ended {}",
+            v.state
+        );
+        if let Some(s) = v.started_at_ms {
+            cold.push(s.saturating_sub(v.submitted_at_ms) as f64);
+        }
+        b.inc(1);
+    }
+    b.finish();
+    node.shutdown().await;
+    let out = json!({
+        "warm_start_ms": latency_summary(&mut warm),
+        "cold_start_ms": latency_summary(&mut cold),
+    });
+    eprintln!(
+        "warm start p50 {:.1} ms, cold start p50 {:.1} ms (submit to start, node timestamps)",
+        pct(&mut warm, 50.0),
+        pct(&mut cold, 50.0)
+    );
+    println!("{out}");
+    Ok(())
+}

@@ -194,6 +194,8 @@ enum BenchCmd {
     /// The pure scheduling pipeline: speed at 10,000 workers x 100,000 jobs on one core, and
     /// placement quality of sampled against exhaustive scoring.
     Scheduler(hodei::bench::SchedulerBenchArgs),
+    /// Job start latency on a warm static pool and on a dynamic pool at zero (local agents).
+    Scaling(hodei::bench::ScalingBenchArgs),
 }
 
 #[derive(Args)]
@@ -718,6 +720,12 @@ async fn run(cmd: Cmd) -> Result<u8, Failure> {
             cmd: BenchCmd::Jobs(a),
         } => {
             hodei::bench::jobs(a).await?;
+            Ok(0)
+        }
+        Cmd::Bench {
+            cmd: BenchCmd::Scaling(a),
+        } => {
+            hodei::bench::scaling(a).await?;
             Ok(0)
         }
         Cmd::Bench {
