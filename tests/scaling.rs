@@ -221,3 +221,62 @@ fn an_ephemeral_pool_retires_each_worker_after_its_one_job() {
         },
     );
 }
+
+#[test]
+fn a_provider_that_fails_every_start_is_backed_off_and_the_pool_is_served_by_the_next_one() {
+    let n = TestNode::start(NodeOpts {
+        workers: 1,
+        slots: 1,
+        extra: r#"
+[providers.broken]
+kind = "local"
+binary = "/nonexistent/hodei"
+cost_per_second = 0.001
+
+[providers.good]
+kind = "local"
+cost_per_second = 0.01
+
+[[pools]]
+name = "multi"
+provider = "local"
+providers = ["broken", "good"]
+min = 0
+max = 2
+register_timeout = "20s"
+[pools.template]
+slots = 1
+cpu = "1"
+memory = "1Gi"
+[pools.scaling]
+provider_strategy = "lowest_cost"
+scale_up_cooldown_ms = 0
+"#
+        .into(),
+        ..NodeOpts::default()
+    });
+    n.wait_workers(1);
+    let ids: Vec<u64> = (0..2)
+        .map(|_| n.submit(&["--selector", "hodei.io/pool=multi"], &["true"]))
+        .collect();
+    for id in &ids {
+        n.wait_state(*id, "succeeded", Duration::from_secs(60));
+    }
+    let pools: Vec<serde_json::Value> =
+        serde_json::from_str(&n.ok(&["pools", "-o", "json"])).expect("pools json");
+    let multi = pools
+        .iter()
+        .find(|p| p["name"] == "multi")
+        .expect("pool multi");
+    assert!(
+        multi["provisioning_failures"].as_u64().unwrap_or(0) >= 1,
+        "the cheap provider was tried first and failed: {multi}"
+    );
+    let lines = multi["providers"].to_string();
+    assert!(
+        lines.contains("broken: backing off") && lines.contains("/nonexistent/hodei"),
+        "the failure is visible with its reason: {lines}"
+    );
+    let table = n.ok(&["pools"]);
+    assert!(table.contains("broken: backing off"), "{table}");
+}

@@ -122,7 +122,13 @@ impl Actor for Autoscaler {
                     history
                         .arrivals
                         .record_arrivals(&spec.scaling.predictive, arrived, now);
-                    let d = decide_pool(spec, &spec.scaling, state, history, now);
+                    let mut state = state.clone();
+                    if let Some(pool) = st.ctx.dir.pool(&spec.id)
+                        && let Ok(p) = ractor::call_t!(pool, PoolMsg::GetProviders, 10_000)
+                    {
+                        state.providers = p;
+                    }
+                    let d = decide_pool(spec, &spec.scaling, &state, history, now);
                     let label = PoolLabel {
                         pool: spec.id.to_string(),
                     };

@@ -112,6 +112,7 @@ struct Inner {
     jobs: DashMap<JobId, ActorRef<JobMsg>>,
     workers: DashMap<WorkerId, ActorRef<WorkerMsg>>,
     pools: DashMap<PoolId, ActorRef<PoolMsg>>,
+    providers: DashMap<String, ActorRef<ProviderMsg>>,
     peers: DashMap<String, WorkerId>,
 }
 
@@ -184,6 +185,14 @@ impl Directory {
         WorkerMsg
     );
     map!(pool, set_pool, clear_pool, pools, PoolId, PoolMsg);
+    map!(
+        named_provider,
+        set_named_provider,
+        clear_named_provider,
+        providers,
+        String,
+        ProviderMsg
+    );
 
     /// Remembers which worker an agent's cluster node name belongs to.
     pub fn set_peer(&self, agent_node: String, worker: WorkerId) {

@@ -227,6 +227,7 @@ pub async fn serve(ctx: &NodeContext, req: ClientRequest) -> ClientReply {
                         pending_fitting: 0,
                         last_decision: None,
                         provisioning_failures: 0,
+                        providers: vec![],
                     },
                 };
                 if let Some(s) = stats.pools.get(&spec.id) {

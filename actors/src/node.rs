@@ -262,14 +262,24 @@ fn service_children(
     agents: &Arc<LocalAgents>,
 ) -> Vec<crate::supervisor::ChildSpec> {
     let mut out = Vec::new();
-    let (c, a) = (ctx.clone(), agents.clone());
-    out.push(child("provider", Restart::Permanent, move |sup| {
-        let (c, a) = (c.clone(), a.clone());
-        async move {
-            let (r, _) = Actor::spawn_linked(None, LocalProvider, (c, a), sup).await?;
-            Ok(r.get_cell())
+    for (name, p) in &ctx.config.providers {
+        if p.kind != hodei_runtime::ProviderKind::Local {
+            continue;
         }
-    }));
+        let (c, a, name) = (ctx.clone(), agents.clone(), name.clone());
+        let child_name = if name == "local" {
+            "provider".to_string()
+        } else {
+            format!("provider-{name}")
+        };
+        out.push(child(child_name, Restart::Permanent, move |sup| {
+            let (c, a, n) = (c.clone(), a.clone(), name.clone());
+            async move {
+                let (r, _) = Actor::spawn_linked(None, LocalProvider, (c, a, n), sup).await?;
+                Ok(r.get_cell())
+            }
+        }));
+    }
     for spec in ctx.config.pools.clone() {
         let c = ctx.clone();
         out.push(child(

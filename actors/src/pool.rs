@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hodei_runtime::scaling::{PoolDecision, StopMode};
+use hodei_runtime::scaling::{
+    PoolDecision, ProviderStatus, StopMode, on_provision_failure, on_provision_success,
+};
 use hodei_runtime::{PoolSpec, WorkerId, WorkerState};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{info, warn};
@@ -46,6 +48,8 @@ pub enum PoolMsg {
     },
     /// The pool's view (counts come from the control plane).
     GetView(RpcReplyPort<PoolView>),
+    /// The health of the providers the pool may use (the autoscaler's provider selection).
+    GetProviders(RpcReplyPort<Vec<ProviderStatus>>),
     /// Fault injection: fail.
     InjectFault,
 }
@@ -58,6 +62,12 @@ pub struct PoolState {
     provisioning: BTreeMap<WorkerId, Timer<PoolMsg>>,
     failures: u64,
     last_decision: Option<String>,
+    /// Health of each provider this pool may use.
+    providers: BTreeMap<String, ProviderStatus>,
+    /// Its last failure, per provider.
+    provider_errors: BTreeMap<String, String>,
+    /// Which provider started each worker still provisioning, and when.
+    origin: BTreeMap<WorkerId, (String, u64)>,
 }
 
 /// The actor.
@@ -84,12 +94,28 @@ impl Actor for Pool {
             },
             10_000
         )?;
+        let providers = spec
+            .providers
+            .iter()
+            .map(|name| {
+                let mut s = ProviderStatus::new(name.clone());
+                if let Some(p) = ctx.config.providers.get(name) {
+                    s.labels = p.labels.clone();
+                    s.cost_per_second = p.cost_micros_per_second as f64 / 1_000_000.0;
+                    s.capacity_remaining = p.max_workers;
+                }
+                (name.clone(), s)
+            })
+            .collect();
         let mut st = PoolState {
             ctx,
             spec,
             provisioning: BTreeMap::new(),
             failures: 0,
             last_decision: None,
+            providers,
+            provider_errors: BTreeMap::new(),
+            origin: BTreeMap::new(),
         };
         let now = st.ctx.now_ms();
         for w in workers
@@ -127,15 +153,27 @@ impl Actor for Pool {
             }
             PoolMsg::Note(reason) => st.last_decision = Some(reason),
             PoolMsg::WorkerChanged { id, state } => {
-                if state != WorkerState::Provisioning
-                    && let Some(t) = st.provisioning.remove(&id)
-                {
-                    t.abort();
+                if state != WorkerState::Provisioning {
+                    if let Some(t) = st.provisioning.remove(&id) {
+                        t.abort();
+                    }
+                    if let Some((name, started_ms)) = st.origin.remove(&id)
+                        && state != WorkerState::Terminated
+                    {
+                        let now = st.ctx.now_ms();
+                        if let Some(s) = st.providers.get_mut(&name) {
+                            *s = on_provision_success(s, now.saturating_sub(started_ms), now);
+                        }
+                    }
                 }
+            }
+            PoolMsg::GetProviders(reply) => {
+                let _ = reply.send(st.providers.values().cloned().collect());
             }
             PoolMsg::RegisterDeadline(id) => {
                 if st.provisioning.remove(&id).is_some() {
                     st.failures += 1;
+                    st.provider_failed(&id, "agent did not register in time");
                     let reason = format!(
                         "agent did not register within {} (provisioning failure)",
                         hodei_runtime::control::fmt_ms(st.spec.register_timeout_ms)
@@ -149,6 +187,7 @@ impl Actor for Pool {
                     t.abort();
                 }
                 st.failures += 1;
+                st.provider_failed(&id, &error);
                 st.fail(id, error);
             }
             PoolMsg::GetView(reply) => {
@@ -163,6 +202,7 @@ impl Actor for Pool {
                     pending_fitting: 0,
                     last_decision: st.last_decision.clone(),
                     provisioning_failures: st.failures,
+                    providers: st.provider_lines(),
                 });
             }
             PoolMsg::InjectFault => {
@@ -180,6 +220,48 @@ impl PoolState {
             PoolMsg::RegisterDeadline(id2)
         });
         self.provisioning.insert(id, t);
+    }
+
+    /// Charges a failed start to the provider that was asked for the worker (backoff).
+    fn provider_failed(&mut self, id: &WorkerId, error: &str) {
+        let Some((name, _)) = self.origin.remove(id) else {
+            return;
+        };
+        let now = self.ctx.now_ms();
+        if let Some(s) = self.providers.get_mut(&name) {
+            *s = on_provision_failure(s, now);
+            warn!(pool = %self.spec.id, provider = %name, failures = s.consecutive_failures,
+                backoff_ms = s.backoff_until_ms.saturating_sub(now), %error, "provider failed to start a worker");
+        }
+        self.provider_errors.insert(name, error.to_string());
+    }
+
+    /// One line per provider for `hodei pools`.
+    fn provider_lines(&self) -> Vec<String> {
+        let now = self.ctx.now_ms();
+        self.providers
+            .values()
+            .map(|s| {
+                let mut line = format!("{}: ", s.name);
+                if s.backoff_until_ms > now {
+                    line.push_str(&format!(
+                        "backing off {} after {} failures",
+                        hodei_runtime::control::fmt_ms(s.backoff_until_ms - now),
+                        s.consecutive_failures
+                    ));
+                } else if s.consecutive_failures > 0 {
+                    line.push_str(&format!("{} failures in a row", s.consecutive_failures));
+                } else {
+                    line.push_str("healthy");
+                }
+                if let Some(e) = self.provider_errors.get(&s.name)
+                    && s.consecutive_failures > 0
+                {
+                    line.push_str(&format!(" (last: {e})"));
+                }
+                line
+            })
+            .collect()
     }
 
     fn fail(&self, id: WorkerId, reason: String) {
@@ -236,6 +318,7 @@ impl PoolState {
             };
             timer.abort();
             self.failures += 1;
+            self.provider_failed(id, "agent did not register in time");
             self.fail(
                 id.clone(),
                 format!(
@@ -244,7 +327,7 @@ impl PoolState {
                 ),
             );
         }
-        for _ in 0..d.provision {
+        for i in 0..d.provision as usize {
             let id = match ractor::call_t!(
                 control,
                 |reply| ControlPlaneMsg::ProvisionWorker {
@@ -260,7 +343,15 @@ impl PoolState {
                 }
             };
             self.arm_deadline(myself, id.clone(), self.spec.register_timeout_ms);
-            match self.ctx.dir.provider() {
+            let name = d
+                .providers
+                .get(i)
+                .or_else(|| self.spec.providers.first())
+                .cloned()
+                .unwrap_or_else(|| "local".into());
+            self.origin
+                .insert(id.clone(), (name.clone(), self.ctx.now_ms()));
+            match self.ctx.dir.named_provider(&name) {
                 Some(p) => {
                     let _ = p.cast(ProviderMsg::Create {
                         worker: id,
@@ -271,7 +362,9 @@ impl PoolState {
                 None => {
                     self.provisioning.remove(&id);
                     self.failures += 1;
-                    self.fail(id, "no provider is running".into());
+                    let why = format!("provider {name} is not running");
+                    self.provider_failed(&id, &why);
+                    self.fail(id, why);
                 }
             }
         }

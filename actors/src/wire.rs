@@ -407,6 +407,8 @@ pub struct PoolView {
     pub pending_fitting: u64,
     /// The last scaling decision with its reason.
     pub last_decision: Option<String>,
+    /// Its providers' health, one line each ("broken: backing off 4s after 3 failures: …").
+    pub providers: Vec<String>,
     /// Workers that failed to start or register.
     pub provisioning_failures: u64,
 }

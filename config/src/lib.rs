@@ -91,6 +91,9 @@ pub struct RawConfig {
     /// `[quotas]`
     #[serde(default)]
     pub quotas: RawQuotas,
+    /// `[providers.NAME]`: named providers pools may use (a `local` one always exists).
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
     /// `[debug]`
     #[serde(default)]
     pub debug: RawDebug,
@@ -182,6 +185,23 @@ pub struct RawScheduler {
     pub profiles: BTreeMap<String, hodei_runtime::scheduling::ProfileConfig>,
 }
 
+/// `[providers.NAME]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// `local` (agents as child processes of the node).
+    pub kind: Option<String>,
+    /// The agent binary this provider starts (default: `agents.binary`, else this executable).
+    pub binary: Option<String>,
+    /// What one of its workers costs per second (provider selection, cost metrics).
+    pub cost_per_second: Option<f64>,
+    /// Labels matched by pools' `scaling.provider_selector` and label affinity.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Workers it may run at once, over all pools; default unlimited.
+    pub max_workers: Option<u32>,
+}
+
 /// `[quotas]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +253,9 @@ pub struct RawPool {
     /// `[pools.scaling]`: the autoscaler's policy for this pool (cooldowns, steps, wait and
     /// utilisation triggers, ephemeral workers, recycling, quota, predictive pre-warming).
     pub scaling: Option<toml::Table>,
+    /// Named providers (`[providers.NAME]`) that may start this pool's workers; default
+    /// `["local"]`.
+    pub providers: Option<Vec<String>>,
 }
 
 /// `[pools.template]`
@@ -277,6 +300,23 @@ pub struct Config {
     pub fault_injection: bool,
     /// Pools.
     pub pools: Vec<PoolSpec>,
+    /// Named providers (always holds `local`).
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// `[providers.NAME]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderConfig {
+    /// What it starts workers with.
+    pub kind: ProviderKind,
+    /// Agent binary override.
+    pub binary: Option<PathBuf>,
+    /// Cost of one worker per second, in millionths.
+    pub cost_micros_per_second: u64,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Workers at most; `None` = unlimited.
+    pub max_workers: Option<u32>,
 }
 
 /// `[node]`, validated.
@@ -638,9 +678,43 @@ impl RawConfig {
 
         let pipeline = self.scheduler_pipeline()?;
 
+        let providers = self.providers_config()?;
         let mut pools = Vec::with_capacity(self.pools.len());
         for (i, p) in self.pools.iter().enumerate() {
-            let spec = validate_pool(i, p, host)?;
+            let mut spec = validate_pool(i, p, host)?;
+            spec.providers = match (&p.providers, spec.provider) {
+                (Some(list), ProviderKind::External) if !list.is_empty() => {
+                    return Err(invalid(
+                        format!("pools[{i}].providers"),
+                        format!("{list:?}"),
+                        "an external pool has no providers (its agents are started by hand)",
+                    ));
+                }
+                (_, ProviderKind::External) => Vec::new(),
+                (None, _) => vec!["local".to_string()],
+                (Some(list), _) => {
+                    if list.is_empty() {
+                        return Err(invalid(
+                            format!("pools[{i}].providers"),
+                            "[]",
+                            "name at least one provider",
+                        ));
+                    }
+                    for name in list {
+                        if !providers.contains_key(name) {
+                            return Err(invalid(
+                                format!("pools[{i}].providers"),
+                                name,
+                                format!(
+                                    "no such provider; defined: {}",
+                                    providers.keys().cloned().collect::<Vec<_>>().join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                    list.clone()
+                }
+            };
             if pools.iter().any(|q: &PoolSpec| q.id == spec.id) {
                 return Err(invalid(
                     format!("pools[{i}].name"),
@@ -674,6 +748,7 @@ impl RawConfig {
             },
             fault_injection: self.debug.fault_injection.unwrap_or(false),
             pools,
+            providers,
         })
     }
 }
@@ -790,6 +865,7 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
         min_workers,
         max_workers,
         scaling,
+        providers: Vec::new(),
         template: WorkerTemplate {
             capacity,
             slots,
@@ -848,6 +924,64 @@ fn scaling_policy(
 }
 
 impl RawConfig {
+    /// `[providers.NAME]`, plus the implicit `local` provider.
+    fn providers_config(&self) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
+        let mut out = BTreeMap::new();
+        out.insert(
+            "local".to_string(),
+            ProviderConfig {
+                kind: ProviderKind::Local,
+                binary: None,
+                cost_micros_per_second: 0,
+                labels: BTreeMap::new(),
+                max_workers: None,
+            },
+        );
+        for (name, p) in &self.providers {
+            let field = |f: &str| format!("providers.{name}.{f}");
+            PoolId::new(name.as_str())
+                .map_err(|e| invalid(format!("providers.{name}"), name, e.to_string()))?;
+            let kind = match p.kind.as_deref().unwrap_or("local") {
+                "local" => ProviderKind::Local,
+                other => {
+                    return Err(invalid(
+                        field("kind"),
+                        other,
+                        "unknown provider kind; available: local",
+                    ));
+                }
+            };
+            let binary = match &p.binary {
+                Some(b) if !Path::new(b).is_absolute() => {
+                    return Err(invalid(field("binary"), b, "must be an absolute path"));
+                }
+                Some(b) => Some(PathBuf::from(b)),
+                None => None,
+            };
+            let cost = p.cost_per_second.unwrap_or(0.0);
+            if !(0.0..=1_000_000.0).contains(&cost) {
+                return Err(invalid(
+                    field("cost_per_second"),
+                    cost,
+                    "must be between 0 and 1000000",
+                ));
+            }
+            hodei_runtime::job::validate_labels("label", &p.labels)
+                .map_err(|e| invalid(field("labels"), format!("{:?}", p.labels), e.to_string()))?;
+            out.insert(
+                name.clone(),
+                ProviderConfig {
+                    kind,
+                    binary,
+                    cost_micros_per_second: (cost * 1_000_000.0).round() as u64,
+                    labels: p.labels.clone(),
+                    max_workers: p.max_workers,
+                },
+            );
+        }
+        Ok(out)
+    }
+
     /// `[scheduler.profiles]` and `[quotas]` into the pipeline's config.
     fn scheduler_pipeline(
         &self,

@@ -184,3 +184,42 @@ fn timing_relations_are_checked() {
     .to_string();
     assert!(e.contains("twice"), "{e}");
 }
+
+#[test]
+fn pool_scaling_and_providers_are_validated_with_the_field_named() {
+    let pool = |extra: &str| {
+        format!(
+            "{MINIMAL}\n[providers.cheap]\ncost_per_second = 0.5\n\n[[pools]]\nname = \"p\"\nmin = 0\nmax = 3\n{extra}"
+        )
+    };
+    let c = check(&pool(
+        "providers = [\"cheap\", \"local\"]\n[pools.scaling]\nmax_step_up = 2\nephemeral = true\n",
+    ))
+    .unwrap();
+    assert_eq!(c.pools[0].providers, ["cheap", "local"]);
+    assert_eq!(c.pools[0].scaling.max_step_up, 2);
+    assert!(c.pools[0].scaling.ephemeral);
+    assert_eq!(
+        c.pools[0].scaling.max_workers, 3,
+        "bounds come from the pool"
+    );
+    assert_eq!(c.providers["cheap"].cost_micros_per_second, 500_000);
+    let e = check(&pool("providers = [\"nope\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pools[0].providers") && e.contains("nope"),
+        "{e}"
+    );
+    let e = check(&pool("[pools.scaling]\nmin_workers = 2\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pools[0].scaling.min_workers") && e.contains("set it on the pool itself"),
+        "{e}"
+    );
+    let e = check(&pool("[pools.scaling]\nmax_step_upp = 2\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_step_upp"), "{e}");
+}

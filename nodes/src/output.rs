@@ -345,5 +345,14 @@ pub fn pools_table(ps: &[PoolView]) -> String {
             trunc(p.last_decision.as_deref().unwrap_or("-"), 60),
         ]);
     }
-    t.to_string()
+    let mut out = t.to_string();
+    for p in ps {
+        if p.providers.len() > 1 || p.providers.iter().any(|l| !l.ends_with(": healthy")) {
+            out.push_str(&format!("\n{} providers:", p.name));
+            for line in &p.providers {
+                out.push_str(&format!("\n  {line}"));
+            }
+        }
+    }
+    out
 }

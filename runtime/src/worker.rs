@@ -219,4 +219,7 @@ pub struct PoolSpec {
     pub register_timeout_ms: u64,
     /// The autoscaler's policy (its bounds and timeouts are the four fields above).
     pub scaling: crate::scaling::ScalingPolicy,
+    /// Named providers that may start this pool's workers (`[providers.NAME]`), chosen per
+    /// worker by `scaling.provider_strategy`; empty for external pools.
+    pub providers: Vec<String>,
 }

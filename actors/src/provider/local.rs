@@ -122,6 +122,7 @@ pub struct LocalProvider;
 pub struct LocalProviderState {
     ctx: NodeContext,
     agents: Arc<LocalAgents>,
+    name: String,
     binary: PathBuf,
 }
 
@@ -129,21 +130,32 @@ pub struct LocalProviderState {
 impl Actor for LocalProvider {
     type Msg = ProviderMsg;
     type State = LocalProviderState;
-    type Arguments = (NodeContext, Arc<LocalAgents>);
+    /// The node, the agents registry shared by every local provider, and this provider's name
+    /// (`[providers.NAME]`; `local` is the default one).
+    type Arguments = (NodeContext, Arc<LocalAgents>, String);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (ctx, agents): (NodeContext, Arc<LocalAgents>),
+        (ctx, agents, name): (NodeContext, Arc<LocalAgents>, String),
     ) -> Result<Self::State, ActorProcessingErr> {
-        ctx.dir.set_provider(myself);
-        let binary = match &ctx.config.agents.binary {
-            Some(b) => b.clone(),
+        if name == "local" {
+            ctx.dir.set_provider(myself.clone());
+        }
+        ctx.dir.set_named_provider(name.clone(), myself);
+        let own = ctx
+            .config
+            .providers
+            .get(&name)
+            .and_then(|p| p.binary.clone());
+        let binary = match own.or_else(|| ctx.config.agents.binary.clone()) {
+            Some(b) => b,
             None => std::env::current_exe()?,
         };
         Ok(LocalProviderState {
             ctx,
             agents,
+            name,
             binary,
         })
     }
@@ -154,6 +166,7 @@ impl Actor for LocalProvider {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         st.ctx.dir.clear_provider(&myself);
+        st.ctx.dir.clear_named_provider(&st.name, &myself);
         Ok(())
     }
 
@@ -170,11 +183,15 @@ impl Actor for LocalProvider {
                 template,
             } => {
                 if let Err(e) = st.create(&worker, &pool, &template) {
-                    warn!(%worker, error = %e, "could not start agent");
+                    warn!(%worker, provider = %st.name, error = %e, "could not start agent");
                     if let Some(p) = st.ctx.dir.pool(&pool) {
                         let _ = p.cast(PoolMsg::ProvisionFailed {
                             id: worker,
-                            error: format!("could not start agent {}: {e}", st.binary.display()),
+                            error: format!(
+                                "provider {}: could not start agent {}: {e}",
+                                st.name,
+                                st.binary.display()
+                            ),
                         });
                     }
                 }
@@ -281,6 +298,7 @@ impl LocalProviderState {
             .insert(worker.clone(), LocalAgent { pid, token });
         let dir = self.ctx.dir.clone();
         let worker = worker.clone();
+        let name = self.name.clone();
         tokio::spawn(async move {
             let status = match child.wait().await {
                 Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
@@ -290,7 +308,7 @@ impl LocalProviderState {
                 },
                 Err(e) => format!("wait failed: {e}"),
             };
-            if let Some(p) = dir.provider() {
+            if let Some(p) = dir.named_provider(&name) {
                 let _ = p.cast(ProviderMsg::AgentExited { worker, status });
             }
         });

@@ -92,6 +92,7 @@ fn every_client_message_round_trips() {
         pending_fitting: 0,
         last_decision: Some("steady".into()),
         provisioning_failures: 0,
+        providers: vec!["local: healthy".into()],
     }])));
 }
 

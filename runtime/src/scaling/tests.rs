@@ -36,6 +36,7 @@ fn spec(name: &str, slots: u32) -> PoolSpec {
         idle_timeout_ms: MIN,
         register_timeout_ms: 30 * S,
         scaling: ScalingPolicy::default(),
+        providers: vec!["local".into()],
     }
 }
 
