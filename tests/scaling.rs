@@ -279,4 +279,14 @@ scale_up_cooldown_ms = 0
     );
     let table = n.ok(&["pools"]);
     assert!(table.contains("broken: backing off"), "{table}");
+    // The good provider's worker is paid for: the pool's cost accrues.
+    wait_for(
+        Duration::from_secs(20),
+        "the pool's cost on /metrics",
+        || {
+            let text = common::http_get(&n.metrics_addr(), "/metrics");
+            text.contains("hodei_pool_cost_total{pool=\"multi\"}")
+                .then_some(())
+        },
+    );
 }

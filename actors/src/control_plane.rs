@@ -282,6 +282,8 @@ pub struct Core {
     waiters: HashMap<JobId, Vec<Reply<JobView>>>,
     waiters_total: usize,
     pending_reasons: HashMap<JobId, String>,
+    /// Pending jobs no pool could ever run, with the reasons (from the last autoscaler read).
+    unservable: HashMap<JobId, String>,
     /// Pending jobs the scheduler could not place, and when to offer them again.
     unschedulable: HashMap<JobId, Unschedulable>,
     /// Capacity changed since the last view: unschedulable jobs are offered again at once.
@@ -357,6 +359,7 @@ impl Actor for ControlPlane {
             waiters: HashMap::new(),
             waiters_total: 0,
             pending_reasons: HashMap::new(),
+            unservable: HashMap::new(),
             unschedulable: HashMap::new(),
             unschedulable_reset: false,
             explanations: HashMap::new(),
@@ -576,7 +579,9 @@ impl ControlPlaneState {
                 let _ = reply.send(r);
             }
             ControlPlaneMsg::GetPoolStats { reply } => {
-                let _ = reply.send(st.core.pool_stats());
+                let stats = st.core.pool_stats();
+                st.core.unservable = stats.unservable.iter().cloned().collect();
+                let _ = reply.send(stats);
             }
             ControlPlaneMsg::EnsureJobActors => {
                 let ids: Vec<JobId> = st
@@ -756,7 +761,18 @@ impl Core {
     fn view(&self, id: JobId) -> Option<JobView> {
         self.state
             .job(id)
-            .map(|j| job_view(j, self.pending_reasons.get(&id).map(String::as_str)))
+            .map(|j| job_view(j, self.pending_reason(id).as_deref()))
+    }
+
+    /// Why a pending job waits: the last scheduling summary, and when no pool could ever run
+    /// it, the autoscaler's reasons (it is not scaled for).
+    fn pending_reason(&self, id: JobId) -> Option<String> {
+        match (self.pending_reasons.get(&id), self.unservable.get(&id)) {
+            (Some(r), Some(u)) => Some(format!("{r}; {u}")),
+            (Some(r), None) => Some(r.clone()),
+            (None, Some(u)) => Some(u.clone()),
+            (None, None) => None,
+        }
     }
 
     fn list(&self, f: &JobFilter) -> Vec<JobView> {
@@ -772,7 +788,7 @@ impl Core {
             .filter(|j| f.tenant.as_ref().is_none_or(|t| &j.spec.tenant == t))
             .filter(|j| f.label.as_ref().is_none_or(|(k, v)| j.has_label(k, v)))
             .take(limit)
-            .map(|j| job_view(j, self.pending_reasons.get(&j.id).map(String::as_str)))
+            .map(|j| job_view(j, self.pending_reason(j.id).as_deref()))
             .collect()
     }
 

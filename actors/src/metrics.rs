@@ -126,6 +126,8 @@ pub struct Metrics {
     pub idle_worker_seconds: Family<PoolLabel, Counter<f64, AtomicU64>>,
     /// Share of the pool's registered slots that are busy (0–1).
     pub pool_utilisation: Family<PoolLabel, Gauge<f64, AtomicU64>>,
+    /// Cost accrued by the pool's workers (providers' `cost_per_second` × worker-seconds).
+    pub pool_cost: Family<PoolLabel, Counter<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -284,6 +286,12 @@ impl Metrics {
             "Share of the pool's registered slots that are busy",
             pool_utilisation.clone(),
         );
+        let pool_cost = Family::<PoolLabel, Counter<f64, AtomicU64>>::default();
+        r.register(
+            "pool_cost",
+            "Cost accrued by the pool's workers (cost per second of their provider)",
+            pool_cost.clone(),
+        );
         Arc::new(Self {
             registry: Mutex::new(r),
             jobs,
@@ -312,6 +320,7 @@ impl Metrics {
             provisioning_failures,
             idle_worker_seconds,
             pool_utilisation,
+            pool_cost,
         })
     }
 

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hodei_runtime::scaling::{
-    PoolDecision, ProviderStatus, StopMode, on_provision_failure, on_provision_success,
+    PoolDecision, ProviderStatus, StopMode, cost_accrued, on_provision_failure,
+    on_provision_success,
 };
 use hodei_runtime::{PoolSpec, WorkerId, WorkerState};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -68,6 +69,10 @@ pub struct PoolState {
     provider_errors: BTreeMap<String, String>,
     /// Which provider started each worker still provisioning, and when.
     origin: BTreeMap<WorkerId, (String, u64)>,
+    /// Every live worker of the pool and the provider that started it (cost accounting).
+    live: BTreeMap<WorkerId, String>,
+    /// When cost was last accrued.
+    cost_accrued_at_ms: u64,
 }
 
 /// The actor.
@@ -116,8 +121,18 @@ impl Actor for Pool {
             providers,
             provider_errors: BTreeMap::new(),
             origin: BTreeMap::new(),
+            live: BTreeMap::new(),
+            cost_accrued_at_ms: 0,
         };
         let now = st.ctx.now_ms();
+        st.cost_accrued_at_ms = now;
+        let first = st.spec.providers.first().cloned().unwrap_or_default();
+        for w in workers
+            .iter()
+            .filter(|w| w.state != WorkerState::Terminated)
+        {
+            st.live.insert(w.id.clone(), first.clone());
+        }
         for w in workers
             .into_iter()
             .filter(|w| w.state == WorkerState::Provisioning)
@@ -153,6 +168,9 @@ impl Actor for Pool {
             }
             PoolMsg::Note(reason) => st.last_decision = Some(reason),
             PoolMsg::WorkerChanged { id, state } => {
+                if state == WorkerState::Terminated {
+                    st.live.remove(&id);
+                }
                 if state != WorkerState::Provisioning {
                     if let Some(t) = st.provisioning.remove(&id) {
                         t.abort();
@@ -168,6 +186,7 @@ impl Actor for Pool {
                 }
             }
             PoolMsg::GetProviders(reply) => {
+                st.accrue_cost();
                 let _ = reply.send(st.providers.values().cloned().collect());
             }
             PoolMsg::RegisterDeadline(id) => {
@@ -236,6 +255,28 @@ impl PoolState {
         self.provider_errors.insert(name, error.to_string());
     }
 
+    /// Adds what the pool's live workers cost since the last call to `hodei_pool_cost_total`.
+    fn accrue_cost(&mut self) {
+        let now = self.ctx.now_ms();
+        let dt_ms = now.saturating_sub(self.cost_accrued_at_ms);
+        self.cost_accrued_at_ms = now;
+        let cost: f64 = self
+            .live
+            .values()
+            .filter_map(|p| self.providers.get(p))
+            .map(|p| cost_accrued(1, p.cost_per_second, dt_ms))
+            .sum();
+        if cost > 0.0 {
+            self.ctx
+                .metrics
+                .pool_cost
+                .get_or_create(&crate::metrics::PoolLabel {
+                    pool: self.spec.id.to_string(),
+                })
+                .inc_by(cost);
+        }
+    }
+
     /// One line per provider for `hodei pools`.
     fn provider_lines(&self) -> Vec<String> {
         let now = self.ctx.now_ms();
@@ -253,6 +294,12 @@ impl PoolState {
                     line.push_str(&format!("{} failures in a row", s.consecutive_failures));
                 } else {
                     line.push_str("healthy");
+                }
+                if s.startup_ms_ewma > 0.0 {
+                    line.push_str(&format!(", start-up {:.0} ms", s.startup_ms_ewma));
+                }
+                if s.cost_per_second > 0.0 {
+                    line.push_str(&format!(", cost {}/s", s.cost_per_second));
                 }
                 if let Some(e) = self.provider_errors.get(&s.name)
                     && s.consecutive_failures > 0
@@ -351,6 +398,7 @@ impl PoolState {
                 .unwrap_or_else(|| "local".into());
             self.origin
                 .insert(id.clone(), (name.clone(), self.ctx.now_ms()));
+            self.live.insert(id.clone(), name.clone());
             match self.ctx.dir.named_provider(&name) {
                 Some(p) => {
                     let _ = p.cast(ProviderMsg::Create {

@@ -209,6 +209,21 @@ pub struct RawQuotas {
     /// `[quotas.tenants.NAME]`: per-tenant limits; jobs over them wait (held), never rejected.
     #[serde(default)]
     pub tenants: BTreeMap<String, RawTenantQuota>,
+    /// `[quotas.pools.NAME]`: per-pool limits; the autoscaler never provisions past them.
+    #[serde(default)]
+    pub pools: BTreeMap<String, RawPoolQuota>,
+}
+
+/// `[quotas.pools.NAME]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoolQuota {
+    /// Workers at most.
+    pub max_workers: Option<u32>,
+    /// CPU of all its workers (template cpu × workers) at most (`16`, `500m`).
+    pub max_cpu: Option<String>,
+    /// Memory of all its workers at most (`64Gi`).
+    pub max_memory: Option<String>,
 }
 
 /// `[quotas.tenants.NAME]`
@@ -724,6 +739,30 @@ impl RawConfig {
             }
             pools.push(spec);
         }
+        for (name, q) in &self.quotas.pools {
+            let field = |f: &str| format!("quotas.pools.{name}.{f}");
+            let Some(spec) = pools.iter_mut().find(|p| p.id.as_str() == name) else {
+                return Err(invalid(
+                    format!("quotas.pools.{name}"),
+                    name,
+                    "no pool has this name",
+                ));
+            };
+            let quota = &mut spec.scaling.quota;
+            quota.max_workers = q.max_workers;
+            if let Some(v) = &q.max_cpu {
+                quota.max_cpu_millis = Some(
+                    hodei_runtime::resources::parse_cpu_millis(v)
+                        .map_err(|e| invalid(field("max_cpu"), v, e.to_string()))?,
+                );
+            }
+            if let Some(v) = &q.max_memory {
+                quota.max_memory_bytes = Some(
+                    parse_bytes("memory", v)
+                        .map_err(|e| invalid(field("max_memory"), v, e.to_string()))?,
+                );
+            }
+        }
 
         Ok(Config {
             node: NodeConfig {
@@ -896,12 +935,13 @@ fn scaling_policy(
                 ("max_workers", "max"),
                 ("idle_timeout_ms", "idle_timeout"),
                 ("register_timeout_ms", "register_timeout"),
+                ("quota", "[quotas.pools.NAME]"),
             ] {
                 if let Some(v) = table.get(key) {
                     return Err(invalid(
                         f(&format!("scaling.{key}")),
                         v,
-                        format!("set it on the pool itself ({pool_key})"),
+                        format!("set it on the pool itself: {pool_key}"),
                     ));
                 }
             }

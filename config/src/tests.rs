@@ -218,6 +218,20 @@ fn pool_scaling_and_providers_are_validated_with_the_field_named() {
         e.contains("pools[0].scaling.min_workers") && e.contains("set it on the pool itself"),
         "{e}"
     );
+    let c = check(&format!(
+        "{}\n[quotas.pools.p]\nmax_workers = 2\nmax_cpu = \"3\"\n",
+        pool("")
+    ))
+    .unwrap();
+    assert_eq!(c.pools[0].scaling.quota.max_workers, Some(2));
+    assert_eq!(c.pools[0].scaling.quota.max_cpu_millis, Some(3000));
+    let e = check(&format!(
+        "{}\n[quotas.pools.nope]\nmax_workers = 2\n",
+        pool("")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("quotas.pools.nope"), "{e}");
     let e = check(&pool("[pools.scaling]\nmax_step_upp = 2\n"))
         .unwrap_err()
         .to_string();

@@ -347,7 +347,11 @@ pub fn pools_table(ps: &[PoolView]) -> String {
     }
     let mut out = t.to_string();
     for p in ps {
-        if p.providers.len() > 1 || p.providers.iter().any(|l| !l.ends_with(": healthy")) {
+        if p.providers.len() > 1
+            || p.providers
+                .iter()
+                .any(|l| l.contains("fail") || l.contains("backing off"))
+        {
             out.push_str(&format!("\n{} providers:", p.name));
             for line in &p.providers {
                 out.push_str(&format!("\n  {line}"));
