@@ -37,6 +37,9 @@ register_timeout = "20s"
 slots = 1
 cpu = "1"
 memory = "1Gi"
+capabilities = ["fast-disk"]
+env = { TEAM = "infra" }
+command = ["nice", "-n", "5"]
 
 [[pools]]
 name = "eph"
@@ -157,6 +160,22 @@ fn a_dynamic_pool_grows_from_zero_within_its_steps_and_cooldown_and_shrinks_back
     );
     let out = n.ok(&["pools"]);
     assert!(out.contains("burst"), "{out}");
+    // The pool's series: scale events by kind, provisioning latency, idle worker-seconds,
+    // utilisation, workers per state.
+    let text = wait_for(Duration::from_secs(20), "the pool's series on /metrics", || {
+        let text = common::http_get(&n.metrics_addr(), "/metrics");
+        text.contains("hodei_workers{pool=\"burst\",state=\"terminated\"} 4")
+            .then_some(text)
+    });
+    for series in [
+        "hodei_scale_events_total{pool=\"burst\",kind=\"scale_up\"}",
+        "hodei_scale_events_total{pool=\"burst\",kind=\"scale_down\"}",
+        "hodei_provisioning_seconds_count{pool=\"burst\"} 4",
+        "hodei_idle_worker_seconds_total{pool=\"burst\"}",
+        "hodei_pool_utilisation{pool=\"burst\"}",
+    ] {
+        assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
+    }
 }
 
 #[test]
@@ -173,9 +192,19 @@ fn a_job_on_a_static_pool_starts_on_a_warm_worker_without_provisioning() {
         .map(|w| w["id"].as_str().unwrap().to_string())
         .collect::<Vec<_>>();
     assert_eq!(before.len(), 1);
-    let id = n.submit(&["--selector", "hodei.io/pool=warm"], &["true"]);
+    let id = n.submit(
+        &["--selector", "capability.fast-disk=true", "--shell"],
+        &["echo $TEAM $(nice)"],
+    );
     let j = n.wait_state(id, "succeeded", Duration::from_secs(30));
     assert_eq!(j["worker"].as_str(), Some(before[0].as_str()), "{j}");
+    // The template's capability (a label), environment and command reached the job.
+    let out = n.ok(&["logs", &id.to_string()]);
+    assert_eq!(
+        out.trim(),
+        "infra 5",
+        "job env from the template, agent under nice -n 5"
+    );
     assert_eq!(
         pool_workers(&n.workers(), "warm").len(),
         1,

@@ -293,6 +293,16 @@ pub struct RawTemplate {
     /// Taints each worker carries (`dedicated=gpu:NoSchedule`, `maintenance:NoExecute`).
     #[serde(default)]
     pub taints: Vec<String>,
+    /// What the workers can do (`docker`, `cuda12`): each becomes the label
+    /// `capability.NAME=true`, for `--selector capability.docker=true`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Environment every job on these workers starts with (a job's own env wins).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Command the agent is started under, e.g. `["nice", "-n", "10"]` (local provider).
+    #[serde(default)]
+    pub command: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -881,6 +891,33 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
                 })?;
         taints.push(taint);
     }
+    let mut labels = t.labels.clone();
+    for c in &t.capabilities {
+        labels.insert(format!("capability.{c}"), "true".into());
+    }
+    hodei_runtime::job::validate_labels("label", &labels).map_err(|e| {
+        invalid(
+            f("template.capabilities"),
+            format!("{:?}", t.capabilities),
+            e.to_string(),
+        )
+    })?;
+    for k in t.env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || k.starts_with("HODEI_") {
+            return Err(invalid(
+                f("template.env"),
+                k,
+                "names must be non-empty, without '=' or NUL, and not start with HODEI_",
+            ));
+        }
+    }
+    if t.command.first().is_some_and(|c| c.trim().is_empty()) {
+        return Err(invalid(
+            f("template.command"),
+            format!("{:?}", t.command),
+            "the first element must name a program",
+        ));
+    }
     let idle_timeout_ms = duration_field(&f("idle_timeout"), &p.idle_timeout, 60_000)?;
     let register_timeout_ms = duration_field(&f("register_timeout"), &p.register_timeout, 30_000)?;
     if register_timeout_ms < 100 {
@@ -908,8 +945,10 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
         template: WorkerTemplate {
             capacity,
             slots,
-            labels: t.labels.clone(),
+            labels,
             taints,
+            env: t.env.clone(),
+            command: t.command.clone(),
         },
         idle_timeout_ms,
         register_timeout_ms,

@@ -233,6 +233,9 @@ struct AgentArgs {
     /// Taint (key=value:Effect, Effect = NoSchedule, PreferNoSchedule or NoExecute), repeatable.
     #[arg(long, value_parser = parse_taint)]
     taint: Vec<hodei_runtime::scheduling::Taint>,
+    /// Environment every job on this worker starts with (K=V, repeatable; a job's env wins).
+    #[arg(long, value_parser = parse_kv)]
+    job_env: Vec<(String, String)>,
     /// Where job scratch directories are created.
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -774,6 +777,14 @@ async fn run_agent(a: AgentArgs) -> Result<u8, Failure> {
         },
         labels,
         taints: a.taint,
+        job_env: {
+            if let Some((k, _)) = a.job_env.iter().find(|(k, _)| k.starts_with("HODEI_")) {
+                return Err(Failure::usage(format!(
+                    "--job-env {k}: names starting with HODEI_ are reserved"
+                )));
+            }
+            a.job_env.into_iter().collect()
+        },
         work_dir: a.work_dir.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("hodei-agent-{}", std::process::id()))
         }),

@@ -198,6 +198,10 @@ pub struct WorkerTemplate {
     pub labels: BTreeMap<String, String>,
     /// Taints each worker carries.
     pub taints: Vec<Taint>,
+    /// Environment every job on these workers starts with (a job's own env overrides it).
+    pub env: BTreeMap<String, String>,
+    /// Command the agent is started under (e.g. `["nice", "-n", "10"]`); empty = directly.
+    pub command: Vec<String>,
 }
 
 /// A pool of workers, as configured.

@@ -248,7 +248,14 @@ impl LocalProviderState {
         let cfg = &self.ctx.config;
         let token = format!("{}-{}", self.ctx.cluster_id, random_hex(8));
         let work_dir = cfg.agents.work_dir.join(worker.as_str());
-        let mut cmd = tokio::process::Command::new(&self.binary);
+        let mut cmd = match t.command.split_first() {
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(&self.binary);
+                c
+            }
+            None => tokio::process::Command::new(&self.binary),
+        };
         cmd.arg("agent")
             .arg("--node")
             .arg(cfg.node.advertise.to_string())
@@ -273,6 +280,9 @@ impl LocalProviderState {
         }
         for taint in &t.taints {
             cmd.arg("--taint").arg(taint.to_string());
+        }
+        for (k, v) in &t.env {
+            cmd.arg("--job-env").arg(format!("{k}={v}"));
         }
         if let Some(u) = &cfg.agents.run_as_user {
             cmd.arg("--run-as-user").arg(u);

@@ -59,6 +59,8 @@ pub struct AgentOptions {
     pub labels: BTreeMap<String, String>,
     /// Taints.
     pub taints: Vec<hodei_runtime::scheduling::Taint>,
+    /// Environment every job starts with (its own env overrides it).
+    pub job_env: BTreeMap<String, String>,
     /// Scratch directories go here.
     pub work_dir: PathBuf,
     /// Run jobs as (user, group).
@@ -383,7 +385,8 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
                     if live.contains_key(&key) || exiting.is_some() {
                         continue;
                     }
-                    let mut env = a.env.clone();
+                    let mut env = opts.job_env.clone();
+                    env.extend(a.env.iter().map(|(k, v)| (k.clone(), v.clone())));
                     env.insert("HODEI_JOB_ID".into(), a.attempt.job.to_string());
                     env.insert("HODEI_JOB_NAME".into(), a.name.clone());
                     env.insert("HODEI_JOB_ATTEMPT".into(), a.attempt.attempt.to_string());

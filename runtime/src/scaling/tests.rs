@@ -32,6 +32,8 @@ fn spec(name: &str, slots: u32) -> PoolSpec {
             slots,
             labels: BTreeMap::new(),
             taints: Vec::new(),
+            env: BTreeMap::new(),
+            command: Vec::new(),
         },
         idle_timeout_ms: MIN,
         register_timeout_ms: 30 * S,
