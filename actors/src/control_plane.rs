@@ -1159,6 +1159,27 @@ impl ControlPlaneState {
         Ok(())
     }
 
+    /// Applies a command the scheduler's outcome asked for, counting it in `counter` when it
+    /// still held; a rejected one (the state moved on meanwhile) is only logged.
+    fn command_counted(
+        &mut self,
+        cmd: Command,
+        counter: &prometheus_client::metrics::counter::Counter,
+    ) -> Result<bool, ActorProcessingErr> {
+        let kind = cmd.kind();
+        match self.command(cmd) {
+            Ok(_) => {
+                counter.inc();
+                Ok(true)
+            }
+            Err(CommandError::Rejected(r)) => {
+                debug!(command = kind, reason = %r, "not applied: the state moved on");
+                Ok(false)
+            }
+            Err(CommandError::Fatal(e)) => Err(e.into()),
+        }
+    }
+
     /// Re-checks the scheduler's outcome against the current state and commits what still holds.
     fn on_apply_plan(&mut self, outcome: Outcome) -> Result<(), ActorProcessingErr> {
         let mut rejected = 0;
@@ -1200,19 +1221,12 @@ impl ControlPlaneState {
             self.core.mark_unschedulable(h.job, h.reason, now_ms);
         }
         for x in outcome.expired {
-            match self.command(Command::ExpireJob {
+            let cmd = Command::ExpireJob {
                 id: x.job,
                 reason: x.reason,
                 at_ms: now_ms,
-            }) {
-                Ok(_) => {
-                    metrics.scheduling_deadline_failures.inc();
-                }
-                Err(CommandError::Rejected(r)) => {
-                    debug!(job = %x.job, reason = %r, "expiry not applied")
-                }
-                Err(CommandError::Fatal(e)) => return Err(e.into()),
-            }
+            };
+            self.command_counted(cmd, &metrics.scheduling_deadline_failures)?;
         }
         for ev in outcome.evictions {
             let Some((attempt, epoch)) = self.core.live_attempt(ev.job) else {
@@ -1223,21 +1237,14 @@ impl ControlPlaneState {
                 ev.taint.key_value(),
                 ev.taint.effect.as_str()
             );
-            match self.command(Command::EvictAttempt {
+            let cmd = Command::EvictAttempt {
                 id: ev.job,
                 attempt,
                 epoch,
                 reason,
                 at_ms: now_ms,
-            }) {
-                Ok(_) => {
-                    metrics.taint_evictions.inc();
-                }
-                Err(CommandError::Rejected(r)) => {
-                    debug!(job = %ev.job, reason = %r, "eviction not applied")
-                }
-                Err(CommandError::Fatal(e)) => return Err(e.into()),
-            }
+            };
+            self.command_counted(cmd, &metrics.taint_evictions)?;
         }
         for p in outcome.preemptions {
             let priority = self
@@ -1251,21 +1258,15 @@ impl ControlPlaneState {
                 let Some((attempt, epoch)) = self.core.live_attempt(*victim) else {
                     continue;
                 };
-                match self.command(Command::EvictAttempt {
+                let cmd = Command::EvictAttempt {
                     id: *victim,
                     attempt,
                     epoch,
                     reason: reason.clone(),
                     at_ms: now_ms,
-                }) {
-                    Ok(_) => {
-                        metrics.preemptions.inc();
-                        info!(job = %victim, preemptor = %p.job, worker = %p.worker, "preempting");
-                    }
-                    Err(CommandError::Rejected(r)) => {
-                        debug!(job = %victim, reason = %r, "preemption not applied")
-                    }
-                    Err(CommandError::Fatal(e)) => return Err(e.into()),
+                };
+                if self.command_counted(cmd, &metrics.preemptions)? {
+                    info!(job = %victim, preemptor = %p.job, worker = %p.worker, "preempting");
                 }
             }
             self.core.pending_reasons.insert(

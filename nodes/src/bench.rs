@@ -287,6 +287,19 @@ fn latency_summary(v: &mut [f64]) -> serde_json::Value {
     json!({"n": v.len(), "p50": pct(v, 50.0), "p99": pct(v, 99.0)})
 }
 
+/// Submits `spec`, waits for it to succeed and returns submit → start in ms (node timestamps).
+async fn start_latency_ms(client: &Client, spec: JobSpec) -> anyhow::Result<Option<f64>> {
+    let id = client.submit(spec).await?;
+    let v = client.wait(id, None).await?;
+    anyhow::ensure!(
+        v.state == hodei_runtime::JobState::Succeeded,
+        "job {id} ended {}",
+        v.state
+    );
+    Ok(v.started_at_ms
+        .map(|s| s.saturating_sub(v.submitted_at_ms) as f64))
+}
+
 /// Start latency of jobs on the local-process provider: on a warm static pool (submit → start,
 /// durable ack included) and on a dynamic pool at zero (submit → a worker provisioned, its
 /// agent registered, the job started).
@@ -359,16 +372,7 @@ scale_down_cooldown_ms = 0
     let b = bar(args.warm as u64, "warm");
     let mut warm = Vec::with_capacity(args.warm);
     for i in 0..args.warm {
-        let id = client.submit(on_pool("warm", format!("warm-{i}"))).await?;
-        let v = client.wait(id, None).await?;
-        anyhow::ensure!(
-            v.state == hodei_runtime::JobState::Succeeded,
-            "job {id} ended {}",
-            v.state
-        );
-        if let Some(s) = v.started_at_ms {
-            warm.push(s.saturating_sub(v.submitted_at_ms) as f64);
-        }
+        warm.extend(start_latency_ms(&client, on_pool("warm", format!("warm-{i}"))).await?);
         b.inc(1);
     }
     b.finish();
@@ -385,16 +389,7 @@ scale_down_cooldown_ms = 0
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let id = client.submit(on_pool("cold", format!("cold-{i}"))).await?;
-        let v = client.wait(id, None).await?;
-        anyhow::ensure!(
-            v.state == hodei_runtime::JobState::Succeeded,
-            "job {id} ended {}",
-            v.state
-        );
-        if let Some(s) = v.started_at_ms {
-            cold.push(s.saturating_sub(v.submitted_at_ms) as f64);
-        }
+        cold.extend(start_latency_ms(&client, on_pool("cold", format!("cold-{i}"))).await?);
         b.inc(1);
     }
     b.finish();
