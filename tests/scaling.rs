@@ -162,11 +162,15 @@ fn a_dynamic_pool_grows_from_zero_within_its_steps_and_cooldown_and_shrinks_back
     assert!(out.contains("burst"), "{out}");
     // The pool's series: scale events by kind, provisioning latency, idle worker-seconds,
     // utilisation, workers per state.
-    let text = wait_for(Duration::from_secs(20), "the pool's series on /metrics", || {
-        let text = common::http_get(&n.metrics_addr(), "/metrics");
-        text.contains("hodei_workers{pool=\"burst\",state=\"terminated\"} 4")
-            .then_some(text)
-    });
+    let text = wait_for(
+        Duration::from_secs(20),
+        "the pool's series on /metrics",
+        || {
+            let text = common::http_get(&n.metrics_addr(), "/metrics");
+            text.contains("hodei_workers{pool=\"burst\",state=\"terminated\"} 4")
+                .then_some(text)
+        },
+    );
     for series in [
         "hodei_scale_events_total{pool=\"burst\",kind=\"scale_up\"}",
         "hodei_scale_events_total{pool=\"burst\",kind=\"scale_down\"}",
