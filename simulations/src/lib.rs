@@ -1,0 +1,23 @@
+//! # hodei-simulations
+//!
+//! A seeded, virtual-time simulator that drives Hodei's production policies — the scheduling
+//! [`Pipeline`](hodei_runtime::scheduling::Pipeline) and the autoscaler's
+//! [`decide_pool`](hodei_runtime::scaling::decide_pool) — over generated or traced workloads.
+//! See `README.md` beside this crate for scenarios, metrics and reproducing a failure.
+//!
+//! * [`engine`]: the event queue (ordered by `(time, seq)`) and the hashed event log.
+//! * [`rng`]: the one seeded random source (SplitMix64 streams split from the master seed).
+//! * [`workload`]: Poisson and bursty generators; SWF and CSV trace replay.
+//! * [`model`]: pools, providers, workers, jobs, faults, invariants; one [`model::Simulation`].
+//! * [`metrics`]: waits, turnaround, bounded slowdown, utilisation, cost, fairness.
+//! * [`scenario`]: TOML scenarios running several configurations side by side, and the output.
+
+pub mod engine;
+pub mod metrics;
+pub mod model;
+pub mod rng;
+pub mod scenario;
+pub mod workload;
+
+pub use model::{Fault, PoolConfig, RunConfig, RunResult, Simulation, Violation};
+pub use scenario::{Report, Scenario};

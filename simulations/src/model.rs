@@ -1,0 +1,1002 @@
+//! The simulated cluster: pools of workers started by providers with a start-up latency and a
+//! failure rate, jobs that arrive, wait, run and end, and the production policies deciding:
+//! [`Pipeline::schedule`] on a [`ClusterView`] built from this state (only after something
+//! changed: an arrival, an end, a worker registering or going away) and [`decide_pool`] on every
+//! autoscaler tick. Worker failure is one crash event plus one detection event
+//! `detection_delay_ms` later (what missed heartbeats would find), not a heartbeat per second.
+//!
+//! Invariants are checked where values change: a bind never over-commits a worker nor starts a
+//! second live attempt of a job; a tenant never exceeds its quota; a pool never exceeds
+//! `max_workers`; a retired worker runs nothing; at the end every job is terminal with a reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hodei_runtime::scaling::{
+    DecisionKind, PoolState, ScalingHistory, ScalingPolicy, StopMode, WorkerView, decide_pool,
+    demand_by_pool,
+};
+use hodei_runtime::scheduling::{
+    ClusterView, Pipeline, QueuedJob, RunningJob, SchedulerConfig, SchedulingConstraints,
+    WorkerInfo,
+};
+use hodei_runtime::{
+    AttemptNo, Epoch, JobId, PoolId, PoolSpec, ProviderKind, Resources, TenantId, WorkerId,
+    WorkerState, WorkerTemplate,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{EventLog, EventQueue};
+use crate::metrics::{JobRecord, Metrics, RunCounters};
+use crate::rng::Rng;
+use crate::workload::JobSpec;
+
+/// `[[pools]]` of a scenario: a template, a provider and a scaling policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Pool name.
+    pub name: String,
+    /// Millicores per worker.
+    pub cpu_millis: u64,
+    /// MiB per worker.
+    pub memory_mib: u64,
+    /// GPUs per worker.
+    pub gpus: u32,
+    /// Concurrent jobs per worker.
+    pub slots: u32,
+    /// Labels every worker carries.
+    pub labels: BTreeMap<String, String>,
+    /// Workers registered at time 0 (default: `scaling.min_workers`).
+    pub initial_workers: Option<u32>,
+    /// Provider start-up latency, uniform in this inclusive range (ms).
+    pub startup_ms: [u64; 2],
+    /// Chance that a provisioned worker never registers (%).
+    pub provision_failure_pct: f64,
+    /// Cost of a live worker per hour.
+    pub cost_per_hour: f64,
+    /// Run the autoscaler on this pool (off = a fixed set of `initial_workers`).
+    pub autoscale: bool,
+    /// The production scaling policy.
+    pub scaling: ScalingPolicy,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            name: "default".into(),
+            cpu_millis: 4000,
+            memory_mib: 8192,
+            gpus: 0,
+            slots: 4,
+            labels: BTreeMap::new(),
+            initial_workers: None,
+            startup_ms: [2_000, 10_000],
+            provision_failure_pct: 0.0,
+            cost_per_hour: 0.10,
+            autoscale: true,
+            scaling: ScalingPolicy::default(),
+        }
+    }
+}
+
+/// How backfill learns a job's expected end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeLimit {
+    /// The job's actual run time is its time limit (a perfect estimate; traces without requested
+    /// times are replayed this way, and the output says so).
+    #[default]
+    Actual,
+    /// No time limit: backfill sees no expected ends.
+    None,
+}
+
+/// A scripted fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// `count` registered workers of `pool` (drawn from the seed) crash at `at_s`; their attempts
+    /// are lost, found after `detection_delay_ms`, and retried.
+    WorkerCrash {
+        /// When.
+        at_s: f64,
+        /// Which pool.
+        pool: String,
+        /// How many workers.
+        count: u32,
+    },
+    /// Every provisioning of `pool` between `at_s` and `at_s + duration_s` fails.
+    ProviderOutage {
+        /// When.
+        at_s: f64,
+        /// How long.
+        duration_s: f64,
+        /// Which pool.
+        pool: String,
+    },
+}
+
+/// One scheduler/autoscaler configuration of a scenario (`[[configs]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Name in the table.
+    pub name: String,
+    /// The production scheduler configuration.
+    pub scheduler: SchedulerConfig,
+    /// Per-pool replacements of the scaling policy.
+    pub scaling: BTreeMap<String, ScalingPolicy>,
+    /// Per-pool replacement of `initial_workers`.
+    pub initial_workers: BTreeMap<String, u32>,
+    /// Autoscaler period.
+    pub autoscale_interval_ms: u64,
+    /// Heartbeat timeout: a crashed worker is found this long after it crashed.
+    pub detection_delay_ms: u64,
+    /// Backfill's expected ends.
+    pub time_limit: TimeLimit,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            name: "default".into(),
+            scheduler: SchedulerConfig::default(),
+            scaling: BTreeMap::new(),
+            initial_workers: BTreeMap::new(),
+            autoscale_interval_ms: 10_000,
+            detection_delay_ms: 15_000,
+            time_limit: TimeLimit::Actual,
+        }
+    }
+}
+
+/// A violated invariant: the run stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The seed to reproduce it with.
+    pub seed: u64,
+    /// Virtual time.
+    pub at_ms: u64,
+    /// What was violated.
+    pub what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invariant violated at {} ms: {}; reproduce with --seed {}",
+            self.at_ms, self.what, self.seed
+        )
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The configuration's name.
+    pub name: String,
+    /// The event log (its hash identifies the run).
+    pub log: EventLog,
+    /// Figures.
+    pub metrics: Metrics,
+    /// Per-job outcomes.
+    pub jobs: Vec<JobRecord>,
+    /// Virtual time at the end.
+    pub sim_ms: u64,
+    /// Workers ever started.
+    pub workers: u64,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Arrive(usize),
+    Finish { job: usize, attempt: u32 },
+    Ready(u64),
+    Tick,
+    Crash { pool: usize, count: u32 },
+    Detect(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JState {
+    Future,
+    Pending,
+    Running(u64),
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug)]
+struct Job {
+    spec: JobSpec,
+    tenant: TenantId,
+    state: JState,
+    attempt: u32,
+    enqueued_at_ms: u64,
+    first_start_ms: Option<u64>,
+    start_ms: u64,
+    end_ms: Option<u64>,
+    reason: String,
+    lost: u32,
+    preempted: u32,
+}
+
+#[derive(Debug)]
+struct Worker {
+    id: WorkerId,
+    pool: usize,
+    state: WorkerState,
+    capacity: Resources,
+    allocated: Resources,
+    slots: u32,
+    running: BTreeSet<usize>,
+    idle_since_ms: Option<u64>,
+    jobs_completed: u64,
+    provisioned_at_ms: u64,
+    registered_at_ms: Option<u64>,
+    crashed: bool,
+}
+
+struct Pool {
+    spec: PoolSpec,
+    cfg: PoolConfig,
+    policy: ScalingPolicy,
+    history: ScalingHistory,
+    next_index: u64,
+    outage_until_ms: Vec<(u64, u64)>,
+}
+
+/// One run of one configuration on one workload.
+pub struct Simulation {
+    seed: u64,
+    cfg: RunConfig,
+    pipeline: Pipeline,
+    pools: Vec<Pool>,
+    specs: Vec<PoolSpec>,
+    jobs: Vec<Job>,
+    workers: BTreeMap<u64, Worker>,
+    by_id: BTreeMap<WorkerId, u64>,
+    pending: BTreeSet<usize>,
+    running: BTreeMap<usize, u64>,
+    tenant_use: BTreeMap<TenantId, (u32, u64, u64)>,
+    last_summary: BTreeMap<usize, String>,
+    q: EventQueue<Ev>,
+    log: EventLog,
+    provider_rng: Rng,
+    fault_rng: Rng,
+    now_ms: u64,
+    cycle: u64,
+    terminal: usize,
+    arrived_since_tick: u64,
+    counters: RunCounters,
+    constraints: Arc<SchedulingConstraints>,
+}
+
+impl Simulation {
+    /// Sets up a run. `keep_log` keeps the event-log lines (tests, small runs).
+    pub fn new(
+        seed: u64,
+        pools: &[PoolConfig],
+        cfg: &RunConfig,
+        jobs: &[JobSpec],
+        faults: &[Fault],
+        keep_log: bool,
+    ) -> anyhow::Result<Simulation> {
+        cfg.scheduler
+            .validate()
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", cfg.name))?;
+        let mut sim_pools = Vec::new();
+        for p in pools {
+            let mut policy = cfg.scaling.get(&p.name).unwrap_or(&p.scaling).clone();
+            if !p.autoscale {
+                policy.max_workers = policy.max_workers.max(p.initial_workers.unwrap_or(0));
+            }
+            policy
+                .validate()
+                .map_err(|e| anyhow::anyhow!("pool {}: {e}", p.name))?;
+            let spec = PoolSpec {
+                id: PoolId::new(p.name.as_str())?,
+                provider: ProviderKind::Local,
+                min_workers: policy.min_workers,
+                max_workers: policy.max_workers,
+                template: WorkerTemplate {
+                    capacity: Resources {
+                        cpu_millis: p.cpu_millis,
+                        memory_bytes: p.memory_mib << 20,
+                        ephemeral_storage_bytes: 0,
+                        gpus: p.gpus,
+                    },
+                    slots: p.slots.max(1),
+                    labels: p.labels.clone(),
+                    taints: Vec::new(),
+                    env: BTreeMap::new(),
+                    command: Vec::new(),
+                },
+                idle_timeout_ms: policy.idle_timeout_ms,
+                register_timeout_ms: policy.register_timeout_ms,
+                scaling: policy.clone(),
+                providers: Vec::new(),
+            };
+            sim_pools.push(Pool {
+                spec,
+                cfg: p.clone(),
+                policy,
+                history: ScalingHistory::default(),
+                next_index: 0,
+                outage_until_ms: Vec::new(),
+            });
+        }
+        let mut sim_jobs = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            sim_jobs.push(Job {
+                spec: j.clone(),
+                tenant: TenantId::new(j.tenant.as_str())?,
+                state: JState::Future,
+                attempt: 0,
+                enqueued_at_ms: 0,
+                first_start_ms: None,
+                start_ms: 0,
+                end_ms: None,
+                reason: String::new(),
+                lost: 0,
+                preempted: 0,
+            });
+        }
+        let mut sim = Simulation {
+            seed,
+            pipeline: Pipeline::new(cfg.scheduler.clone()),
+            cfg: cfg.clone(),
+            specs: sim_pools.iter().map(|p| p.spec.clone()).collect(),
+            pools: sim_pools,
+            jobs: sim_jobs,
+            workers: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            running: BTreeMap::new(),
+            tenant_use: BTreeMap::new(),
+            last_summary: BTreeMap::new(),
+            q: EventQueue::default(),
+            log: EventLog::new(keep_log),
+            provider_rng: Rng::stream(seed, 3),
+            fault_rng: Rng::stream(seed, 4),
+            now_ms: 0,
+            cycle: 0,
+            terminal: 0,
+            arrived_since_tick: 0,
+            counters: RunCounters::default(),
+            constraints: Arc::new(SchedulingConstraints::default()),
+        };
+        for (i, j) in jobs.iter().enumerate() {
+            sim.q.push(j.arrival_ms, Ev::Arrive(i));
+        }
+        for f in faults {
+            match f {
+                Fault::WorkerCrash { at_s, pool, count } => {
+                    let p = sim.pool_index(pool)?;
+                    sim.q.push(
+                        (at_s * 1000.0) as u64,
+                        Ev::Crash {
+                            pool: p,
+                            count: *count,
+                        },
+                    );
+                }
+                Fault::ProviderOutage {
+                    at_s,
+                    duration_s,
+                    pool,
+                } => {
+                    let p = sim.pool_index(pool)?;
+                    let from = (at_s * 1000.0) as u64;
+                    sim.pools[p]
+                        .outage_until_ms
+                        .push((from, from + (duration_s * 1000.0) as u64));
+                }
+            }
+        }
+        for p in 0..sim.pools.len() {
+            let n = cfg
+                .initial_workers
+                .get(&sim.pools[p].cfg.name)
+                .copied()
+                .or(sim.pools[p].cfg.initial_workers)
+                .unwrap_or(sim.pools[p].policy.min_workers);
+            for _ in 0..n {
+                let k = sim.add_worker(p);
+                sim.register(k);
+            }
+        }
+        if sim.pools.iter().any(|p| p.cfg.autoscale) {
+            sim.q.push(0, Ev::Tick);
+        }
+        Ok(sim)
+    }
+
+    fn pool_index(&self, name: &str) -> anyhow::Result<usize> {
+        self.pools
+            .iter()
+            .position(|p| p.cfg.name == name)
+            .ok_or_else(|| anyhow::anyhow!("fault names unknown pool {name:?}"))
+    }
+
+    fn violation(&self, what: String) -> Violation {
+        Violation {
+            seed: self.seed,
+            at_ms: self.now_ms,
+            what,
+        }
+    }
+
+    /// Runs to the end: every job terminal, no event left.
+    pub fn run(mut self) -> Result<RunResult, Violation> {
+        while let Some(t) = self.q.peek_time() {
+            self.now_ms = t;
+            let mut dirty = false;
+            while self.q.peek_time() == Some(t) {
+                let (_, ev) = self.q.pop().expect("peeked");
+                dirty |= self.handle(ev)?;
+            }
+            if dirty && !self.pending.is_empty() {
+                self.schedule()?;
+            }
+        }
+        // Nothing left to happen: what still waits can never run.
+        let left: Vec<usize> = self.pending.iter().copied().collect();
+        for j in left {
+            let why = self
+                .last_summary
+                .get(&j)
+                .cloned()
+                .unwrap_or_else(|| "no capacity ever offered".into());
+            self.pending.remove(&j);
+            self.end_job(j, JState::Failed, format!("never placed: {why}"));
+        }
+        self.finish()
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<bool, Violation> {
+        let now = self.now_ms;
+        match ev {
+            Ev::Arrive(j) => {
+                let job = &mut self.jobs[j];
+                job.state = JState::Pending;
+                job.enqueued_at_ms = now;
+                self.pending.insert(j);
+                self.arrived_since_tick += 1;
+                self.log.record(now, format_args!("arrive j{j}"));
+                Ok(true)
+            }
+            Ev::Finish { job, attempt } => {
+                let JState::Running(k) = self.jobs[job].state else {
+                    return Ok(false);
+                };
+                if self.jobs[job].attempt != attempt || self.workers[&k].crashed {
+                    return Ok(false);
+                }
+                self.release(job, k);
+                self.workers.get_mut(&k).expect("worker").jobs_completed += 1;
+                self.log.record(now, format_args!("finish j{job}"));
+                self.end_job(job, JState::Succeeded, "succeeded".into());
+                self.after_release(k);
+                Ok(true)
+            }
+            Ev::Ready(k) => {
+                let Some(w) = self.workers.get(&k) else {
+                    return Ok(false);
+                };
+                if w.state != WorkerState::Provisioning {
+                    return Ok(false);
+                }
+                self.register(k);
+                Ok(true)
+            }
+            Ev::Tick => {
+                let changed = self.autoscale()?;
+                if self.terminal < self.jobs.len() {
+                    self.q
+                        .push(now + self.cfg.autoscale_interval_ms.max(1), Ev::Tick);
+                }
+                Ok(changed)
+            }
+            Ev::Crash { pool, count } => {
+                let live: Vec<u64> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.pool == pool && w.registered_at_ms.is_some() && !w.crashed)
+                    .map(|(k, _)| *k)
+                    .collect();
+                let mut live = live;
+                for _ in 0..count.min(live.len() as u32) {
+                    let i = self.fault_rng.range(0, live.len() as u64 - 1) as usize;
+                    let k = live.remove(i);
+                    self.workers.get_mut(&k).expect("worker").crashed = true;
+                    self.counters.crashes += 1;
+                    self.log
+                        .record(now, format_args!("crash {}", self.workers[&k].id));
+                    self.q
+                        .push(now + self.cfg.detection_delay_ms, Ev::Detect(k));
+                }
+                Ok(false)
+            }
+            Ev::Detect(k) => {
+                let lost: Vec<usize> = self.workers[&k].running.iter().copied().collect();
+                self.log
+                    .record(now, format_args!("lost {}", self.workers[&k].id));
+                for j in lost {
+                    self.release(j, k);
+                    self.counters.lost_attempts += 1;
+                    let job = &mut self.jobs[j];
+                    if job.lost < job.spec.retries {
+                        job.lost += 1;
+                        self.requeue(j);
+                    } else {
+                        self.end_job(j, JState::Failed, "worker lost, retries exhausted".into());
+                    }
+                }
+                self.terminate(k);
+                Ok(true)
+            }
+        }
+    }
+
+    fn add_worker(&mut self, p: usize) -> u64 {
+        let pool = &mut self.pools[p];
+        pool.next_index += 1;
+        let id = WorkerId::new(format!("{}-{:06}", pool.cfg.name, pool.next_index))
+            .expect("pool names are valid ids");
+        let k = self.counters.workers_started;
+        let w = Worker {
+            id: id.clone(),
+            pool: p,
+            state: WorkerState::Provisioning,
+            capacity: pool.spec.template.capacity,
+            allocated: Resources::ZERO,
+            slots: pool.spec.template.slots,
+            running: BTreeSet::new(),
+            idle_since_ms: None,
+            jobs_completed: 0,
+            provisioned_at_ms: self.now_ms,
+            registered_at_ms: None,
+            crashed: false,
+        };
+        self.by_id.insert(id, k);
+        self.workers.insert(k, w);
+        self.counters.workers_started += 1;
+        k
+    }
+
+    fn register(&mut self, k: u64) {
+        let now = self.now_ms;
+        let w = self.workers.get_mut(&k).expect("worker");
+        w.state = WorkerState::Idle;
+        w.registered_at_ms = Some(now);
+        w.idle_since_ms = Some(now);
+        self.log.record(now, format_args!("ready {}", w.id));
+    }
+
+    fn terminate(&mut self, k: u64) {
+        let now = self.now_ms;
+        let w = self.workers.remove(&k).expect("worker");
+        self.by_id.remove(&w.id);
+        self.counters.workers_terminated += 1;
+        self.account_worker(&w, now);
+        self.log.record(now, format_args!("stop {}", w.id));
+    }
+
+    fn account_worker(&mut self, w: &Worker, end_ms: u64) {
+        if let Some(r) = w.registered_at_ms {
+            self.counters.capacity_cpu_ms += w.capacity.cpu_millis as u128 * (end_ms - r) as u128;
+        }
+        if let Some(i) = w.idle_since_ms {
+            self.counters.idle_worker_ms += end_ms - i;
+        }
+        let alive_ms = end_ms - w.provisioned_at_ms;
+        self.counters.cost += self.pools[w.pool].cfg.cost_per_hour * alive_ms as f64 / 3_600_000.0;
+        self.counters.worker_ms += alive_ms;
+    }
+
+    fn release(&mut self, j: usize, k: u64) {
+        let now = self.now_ms;
+        let job = &self.jobs[j];
+        let r = job.spec.resources;
+        self.counters.busy_cpu_ms += r.cpu_millis as u128 * (now - job.start_ms) as u128;
+        let u = self.tenant_use.get_mut(&job.tenant).expect("tenant use");
+        u.0 -= 1;
+        u.1 -= r.cpu_millis;
+        u.2 -= r.memory_bytes;
+        self.running.remove(&j);
+        let w = self.workers.get_mut(&k).expect("worker");
+        w.allocated = w.allocated.saturating_sub(&r);
+        w.running.remove(&j);
+    }
+
+    /// A worker lost a job: idle again, or gone if it was draining.
+    fn after_release(&mut self, k: u64) {
+        let now = self.now_ms;
+        let w = self.workers.get_mut(&k).expect("worker");
+        if w.running.is_empty() {
+            match w.state {
+                WorkerState::Draining => self.terminate(k),
+                WorkerState::Busy => {
+                    w.state = WorkerState::Idle;
+                    w.idle_since_ms = Some(now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn requeue(&mut self, j: usize) {
+        let job = &mut self.jobs[j];
+        job.state = JState::Pending;
+        job.attempt += 1;
+        job.enqueued_at_ms = self.now_ms;
+        self.pending.insert(j);
+    }
+
+    fn end_job(&mut self, j: usize, state: JState, reason: String) {
+        let job = &mut self.jobs[j];
+        job.state = state;
+        job.end_ms = Some(self.now_ms);
+        if state == JState::Failed {
+            self.log
+                .record(self.now_ms, format_args!("fail j{j}: {reason}"));
+        }
+        job.reason = reason;
+        self.terminal += 1;
+        self.last_summary.remove(&j);
+    }
+
+    fn view(&self) -> ClusterView {
+        let time_limit = |j: &Job| match self.cfg.time_limit {
+            TimeLimit::Actual => Some(j.spec.run_ms),
+            TimeLimit::None => None,
+        };
+        ClusterView {
+            now_ms: self.now_ms,
+            epoch: Epoch(1),
+            cycle: self.cycle,
+            workers: self
+                .workers
+                .values()
+                .filter(|w| w.registered_at_ms.is_some())
+                .map(|w| WorkerInfo {
+                    id: w.id.clone(),
+                    pool: self.pools[w.pool].spec.id.clone(),
+                    state: w.state,
+                    capacity: w.capacity,
+                    allocated: w.allocated,
+                    slots: w.slots,
+                    used_slots: w.running.len() as u32,
+                    labels: self.pools[w.pool].spec.template.labels.clone(),
+                    taints: Vec::new(),
+                })
+                .collect(),
+            pending: self.pending.iter().map(|&j| self.queued(j)).collect(),
+            running: self
+                .running
+                .iter()
+                .map(|(&j, k)| {
+                    let job = &self.jobs[j];
+                    RunningJob {
+                        id: JobId(j as u64 + 1),
+                        worker: self.workers[k].id.clone(),
+                        priority: job.spec.priority,
+                        tenant: job.tenant.clone(),
+                        resources: job.spec.resources,
+                        labels: BTreeMap::new(),
+                        started_at_ms: job.start_ms,
+                        time_limit_ms: time_limit(job),
+                        tolerations: Vec::new(),
+                    }
+                })
+                .collect(),
+            explain: false,
+        }
+    }
+
+    fn queued(&self, j: usize) -> QueuedJob {
+        let job = &self.jobs[j];
+        QueuedJob {
+            id: JobId(j as u64 + 1),
+            seq: j as u64,
+            priority: job.spec.priority,
+            tenant: job.tenant.clone(),
+            resources: job.spec.resources,
+            labels: BTreeMap::new(),
+            constraints: self.constraints.clone(),
+            enqueued_at_ms: job.enqueued_at_ms,
+            time_limit_ms: match self.cfg.time_limit {
+                TimeLimit::Actual => Some(job.spec.run_ms),
+                TimeLimit::None => None,
+            },
+            next_attempt: AttemptNo(job.attempt + 1),
+            schedule_failures: 0,
+            deadline_at_ms: None,
+        }
+    }
+
+    fn schedule(&mut self) -> Result<(), Violation> {
+        self.cycle += 1;
+        self.counters.cycles += 1;
+        let view = self.view();
+        let out = self.pipeline.schedule(&view);
+        for p in &out.preemptions {
+            for v in &p.victims {
+                let j = (v.0 - 1) as usize;
+                let JState::Running(k) = self.jobs[j].state else {
+                    return Err(self.violation(format!("preemption victim j{j} is not running")));
+                };
+                self.release(j, k);
+                self.jobs[j].preempted += 1;
+                self.counters.preemptions += 1;
+                self.log.record(
+                    self.now_ms,
+                    format_args!("preempt j{j} for j{}", p.job.0 - 1),
+                );
+                self.requeue(j);
+                self.after_release(k);
+            }
+        }
+        let binds = out
+            .preemptions
+            .iter()
+            .map(|p| (p.job, &p.worker))
+            .chain(out.placements.iter().map(|p| (p.job, &p.worker)));
+        let binds: Vec<(usize, WorkerId)> = binds
+            .map(|(j, w)| ((j.0 - 1) as usize, w.clone()))
+            .collect();
+        for (j, wid) in binds {
+            self.bind(j, &wid)?;
+        }
+        for e in &out.expired {
+            let j = (e.job.0 - 1) as usize;
+            self.pending.remove(&j);
+            self.end_job(j, JState::Failed, e.reason.clone());
+        }
+        for u in out.unplaced {
+            self.last_summary.insert((u.job.0 - 1) as usize, u.summary);
+        }
+        Ok(())
+    }
+
+    fn bind(&mut self, j: usize, wid: &WorkerId) -> Result<(), Violation> {
+        let now = self.now_ms;
+        if self.jobs[j].state != JState::Pending {
+            return Err(self.violation(format!(
+                "j{j} placed while {:?}: a second live attempt",
+                self.jobs[j].state
+            )));
+        }
+        let Some(&k) = self.by_id.get(wid) else {
+            return Err(self.violation(format!("j{j} placed on unknown worker {wid}")));
+        };
+        let r = self.jobs[j].spec.resources;
+        let w = self.workers.get_mut(&k).expect("worker");
+        let allocated = w.allocated.saturating_add(&r);
+        if !matches!(w.state, WorkerState::Idle | WorkerState::Busy)
+            || !allocated.fits_in(&w.capacity)
+            || w.running.len() as u32 >= w.slots
+        {
+            let what = format!(
+                "j{j} placed on {wid} ({:?}, {}/{} slots, {:?} of {:?} allocated): over-committed",
+                w.state,
+                w.running.len(),
+                w.slots,
+                w.allocated,
+                w.capacity
+            );
+            return Err(self.violation(what));
+        }
+        w.allocated = allocated;
+        w.running.insert(j);
+        if let Some(i) = w.idle_since_ms.take() {
+            self.counters.idle_worker_ms += now - i;
+        }
+        w.state = WorkerState::Busy;
+        let crashed = w.crashed;
+        let job = &mut self.jobs[j];
+        job.state = JState::Running(k);
+        job.start_ms = now;
+        job.first_start_ms.get_or_insert(now);
+        self.pending.remove(&j);
+        self.running.insert(j, k);
+        self.last_summary.remove(&j);
+        let u = self.tenant_use.entry(job.tenant.clone()).or_default();
+        u.0 += 1;
+        u.1 += r.cpu_millis;
+        u.2 += r.memory_bytes;
+        if let Some(q) = self.cfg.scheduler.quotas.get(&job.tenant) {
+            let over = q.max_running_jobs.is_some_and(|m| u.0 > m)
+                || q.max_cpu_millis.is_some_and(|m| u.1 > m)
+                || q.max_memory_bytes.is_some_and(|m| u.2 > m);
+            if over {
+                let tenant = job.tenant.clone();
+                return Err(self.violation(format!("tenant {tenant} over its quota")));
+            }
+        }
+        let attempt = job.attempt;
+        let run_ms = job.spec.run_ms;
+        self.log
+            .record(now, format_args!("start j{j} on {wid} attempt {attempt}"));
+        // A crashed worker (not yet found) accepts the job and loses it.
+        if !crashed {
+            self.q.push(now + run_ms, Ev::Finish { job: j, attempt });
+        }
+        Ok(())
+    }
+
+    fn autoscale(&mut self) -> Result<bool, Violation> {
+        let now = self.now_ms;
+        let pending: Vec<QueuedJob> = self.pending.iter().map(|&j| self.queued(j)).collect();
+        let demand = demand_by_pool(&pending, &self.specs, &self.cfg.scheduler, now);
+        let arrived = std::mem::take(&mut self.arrived_since_tick);
+        let mut changed = false;
+        for p in 0..self.pools.len() {
+            if !self.pools[p].cfg.autoscale {
+                continue;
+            }
+            let workers: Vec<WorkerView> = self
+                .workers
+                .values()
+                .filter(|w| w.pool == p)
+                .map(|w| WorkerView {
+                    id: w.id.clone(),
+                    state: w.state,
+                    free_slots: w.slots.saturating_sub(w.running.len() as u32),
+                    running_jobs: w.running.len() as u32,
+                    idle_since_ms: w.idle_since_ms,
+                    jobs_completed: w.jobs_completed,
+                    provisioned_at_ms: Some(w.provisioned_at_ms),
+                    registered_at_ms: w.registered_at_ms,
+                })
+                .collect();
+            let pool = &self.pools[p];
+            let state = PoolState {
+                workers,
+                demand: demand
+                    .per_pool
+                    .get(&pool.spec.id)
+                    .cloned()
+                    .unwrap_or_default(),
+                providers: Vec::new(),
+            };
+            let d = decide_pool(&pool.spec, &pool.policy, &state, &pool.history, now);
+            match d.kind {
+                DecisionKind::ScaleUp => self.counters.scale_ups += 1,
+                DecisionKind::ScaleDown => self.counters.scale_downs += 1,
+                _ => {}
+            }
+            if !matches!(d.kind, DecisionKind::Steady | DecisionKind::Blocked { .. }) {
+                self.log.record(
+                    now,
+                    format_args!("scale {} {}: {}", pool.cfg.name, d.kind.as_str(), d.reason),
+                );
+            }
+            for id in &d.destroy {
+                if let Some(&k) = self.by_id.get(id) {
+                    self.counters.provisioning_failures += 1;
+                    self.terminate(k);
+                    changed = true;
+                }
+            }
+            for s in &d.stops {
+                let Some(&k) = self.by_id.get(&s.worker) else {
+                    continue;
+                };
+                match s.mode {
+                    StopMode::Retire => {
+                        if !self.workers[&k].running.is_empty() {
+                            return Err(self.violation(format!("busy worker {} retired", s.worker)));
+                        }
+                        self.terminate(k);
+                    }
+                    StopMode::Drain => {
+                        let w = self.workers.get_mut(&k).expect("worker");
+                        if let Some(i) = w.idle_since_ms.take() {
+                            self.counters.idle_worker_ms += now - i;
+                        }
+                        w.state = WorkerState::Draining;
+                        if w.running.is_empty() {
+                            self.terminate(k);
+                        }
+                    }
+                }
+                changed = true;
+            }
+            for _ in 0..d.provision {
+                let k = self.add_worker(p);
+                let pool = &self.pools[p];
+                let out = pool
+                    .outage_until_ms
+                    .iter()
+                    .any(|(a, b)| (*a..*b).contains(&now));
+                let fails = out || self.provider_rng.chance_pct(pool.cfg.provision_failure_pct);
+                let delay = self
+                    .provider_rng
+                    .range(pool.cfg.startup_ms[0], pool.cfg.startup_ms[1]);
+                self.log
+                    .record(now, format_args!("provision {}", self.workers[&k].id));
+                if !fails {
+                    self.q.push(now + delay, Ev::Ready(k));
+                }
+            }
+            let pool = &mut self.pools[p];
+            pool.history.record_decision(&d, now);
+            pool.history
+                .arrivals
+                .record_arrivals(&pool.policy.predictive, arrived, now);
+            let live = self
+                .workers
+                .values()
+                .filter(|w| {
+                    w.pool == p
+                        && matches!(
+                            w.state,
+                            WorkerState::Provisioning | WorkerState::Idle | WorkerState::Busy
+                        )
+                })
+                .count() as u32;
+            let max = self.pools[p].policy.max_workers;
+            if live > max {
+                return Err(self.violation(format!(
+                    "pool {} has {live} live workers, max {max}",
+                    self.pools[p].cfg.name
+                )));
+            }
+        }
+        Ok(changed)
+    }
+
+    fn finish(mut self) -> Result<RunResult, Violation> {
+        let end = self.now_ms;
+        if let Some(j) = self.jobs.iter().position(|j| {
+            matches!(
+                j.state,
+                JState::Future | JState::Pending | JState::Running(_)
+            ) || j.reason.is_empty()
+        }) {
+            return Err(self.violation(format!(
+                "j{j} ended the run {:?} without a reason",
+                self.jobs[j].state
+            )));
+        }
+        let workers: Vec<u64> = self.workers.keys().copied().collect();
+        for k in workers {
+            let w = self.workers.remove(&k).expect("worker");
+            self.account_worker(&w, end);
+        }
+        let records: Vec<JobRecord> = self
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| JobRecord {
+                job: i as u64,
+                tenant: j.spec.tenant.clone(),
+                priority: j.spec.priority,
+                arrival_ms: j.spec.arrival_ms,
+                start_ms: j.first_start_ms,
+                end_ms: j.end_ms.unwrap_or(end),
+                run_ms: j.spec.run_ms,
+                cpu_millis: j.spec.resources.cpu_millis,
+                succeeded: j.state == JState::Succeeded,
+                reason: j.reason.clone(),
+                attempts: j.attempt + 1,
+                preempted: j.preempted,
+            })
+            .collect();
+        let metrics = Metrics::compute(&records, &self.counters);
+        Ok(RunResult {
+            name: self.cfg.name.clone(),
+            log: self.log,
+            metrics,
+            jobs: records,
+            sim_ms: end,
+            workers: self.counters.workers_started,
+        })
+    }
+}

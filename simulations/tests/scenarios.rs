@@ -1,0 +1,111 @@
+//! The seeded simulator on the CI-sized scenarios: reproducibility, invariants and metric
+//! relations. Large runs (NASA trace, scale) are `#[ignore]`d: run them in release with
+//! `cargo test -p hodei-simulations --release -- --ignored --nocapture`.
+
+use std::path::{Path, PathBuf};
+
+use hodei_simulations::{Report, Scenario};
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+fn run(name: &str, seed: Option<u64>, keep_log: bool) -> Report {
+    let s = Scenario::load(&dir().join(name)).expect("scenario loads");
+    let seed = seed.unwrap_or(s.seed);
+    let r = s
+        .run(seed, &dir(), keep_log)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("{}\n{}", r.table(), r.summary_line());
+    r
+}
+
+#[test]
+fn the_same_seed_gives_the_same_event_log_hash() {
+    let a = run("ci-poisson.toml", Some(42), true);
+    let b = run("ci-poisson.toml", Some(42), true);
+    assert_eq!(a.event_log_hash, b.event_log_hash);
+    for (x, y) in a.runs.iter().zip(&b.runs) {
+        assert_eq!(x.log.lines(), y.log.lines());
+        assert!(x.log.len() > 1000, "a real run: {} lines", x.log.len());
+    }
+}
+
+#[test]
+fn different_seeds_give_different_event_logs() {
+    let a = run("ci-poisson.toml", Some(1), false);
+    let b = run("ci-poisson.toml", Some(2), false);
+    assert_ne!(a.event_log_hash, b.event_log_hash);
+}
+
+#[test]
+fn every_job_of_the_poisson_scenario_ends_and_the_autoscaler_scales_both_ways() {
+    let r = run("ci-poisson.toml", None, false);
+    for run in &r.runs {
+        let m = &run.metrics;
+        assert_eq!(m.jobs, 300);
+        assert_eq!(m.succeeded, 300, "{}: {m:?}", run.name);
+        assert!(run.jobs.iter().all(|j| !j.reason.is_empty()));
+        assert!(m.scale_ups > 0 && m.scale_downs > 0, "{m:?}");
+        assert!(m.utilisation_pct > 0.0 && m.utilisation_pct <= 100.0);
+    }
+}
+
+#[test]
+fn a_static_warm_pool_waits_less_than_a_dynamic_pool_from_zero() {
+    let r = run("ci-warm-vs-cold.toml", None, false);
+    let warm = &r.runs[0].metrics;
+    let cold = &r.runs[1].metrics;
+    assert_eq!(warm.succeeded, 200);
+    assert_eq!(cold.succeeded, 200);
+    assert!(
+        warm.wait_p50_s < cold.wait_p50_s,
+        "warm p50 {} s, dynamic p50 {} s",
+        warm.wait_p50_s,
+        cold.wait_p50_s
+    );
+    assert!(
+        warm.idle_worker_s > cold.idle_worker_s,
+        "warm workers idle between bursts"
+    );
+}
+
+#[test]
+fn crashed_workers_lose_their_attempts_which_are_retried_elsewhere() {
+    let r = run("ci-crash.toml", None, false);
+    let m = &r.runs[0].metrics;
+    assert_eq!(m.crashes, 2);
+    assert!(m.lost_attempts > 0, "{m:?}");
+    assert_eq!(m.succeeded, 150, "all retried to success: {m:?}");
+    assert!(r.runs[0].jobs.iter().any(|j| j.attempts > 1));
+}
+
+#[test]
+fn every_scenario_file_parses() {
+    for e in std::fs::read_dir(dir()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            Scenario::load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+    }
+}
+
+#[test]
+#[ignore = "18,239 jobs: run in release"]
+fn nasa_trace_completes_with_fifo_and_backfill_lowers_mean_bounded_slowdown() {
+    let r = run("nasa-ipsc.toml", None, false);
+    let fifo = &r.runs[0].metrics;
+    let backfill = &r.runs[1].metrics;
+    assert_eq!(fifo.jobs, 18_239);
+    assert_eq!(fifo.succeeded, 18_239);
+    assert_eq!(backfill.succeeded, 18_239);
+    eprintln!(
+        "NASA iPSC: FIFO mean bounded slowdown {:.3}, Backfill {:.3}; utilisation {:.1}% / {:.1}%; wall {:.1} s",
+        fifo.bounded_slowdown_mean,
+        backfill.bounded_slowdown_mean,
+        fifo.utilisation_pct,
+        backfill.utilisation_pct,
+        r.wall_s
+    );
+    assert!(backfill.bounded_slowdown_mean < fifo.bounded_slowdown_mean);
+}
