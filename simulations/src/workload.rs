@@ -100,6 +100,9 @@ pub struct WorkloadConfig {
     pub path: Option<String>,
     /// SWF: millicores per processor.
     pub cpu_millis_per_processor: u64,
+    /// Arrival times are multiplied by this (0.5 = the same jobs in half the time: twice the
+    /// load). Traces whose submit times are really start times need < 1 to show contention.
+    pub arrival_scale: f64,
 }
 
 impl Default for WorkloadConfig {
@@ -119,6 +122,7 @@ impl Default for WorkloadConfig {
             retries: 2,
             path: None,
             cpu_millis_per_processor: 1000,
+            arrival_scale: 1.0,
         }
     }
 }
@@ -163,6 +167,17 @@ pub fn build(cfg: &WorkloadConfig, seed: u64, base: &Path) -> anyhow::Result<Wor
             w
         }
     };
+    if !(cfg.arrival_scale > 0.0 && cfg.arrival_scale <= 1000.0) {
+        bail!(
+            "workload.arrival_scale {}: must be above 0 and at most 1000",
+            cfg.arrival_scale
+        );
+    }
+    if cfg.arrival_scale != 1.0 {
+        for j in &mut w.jobs {
+            j.arrival_ms = (j.arrival_ms as f64 * cfg.arrival_scale) as u64;
+        }
+    }
     // Stable: equal arrival times keep file / generation order.
     w.jobs.sort_by_key(|j| j.arrival_ms);
     Ok(w)
