@@ -607,6 +607,7 @@ enum Op {
     Cancel(u8),
     Evict(u8),
     Expire(u8),
+    Taint(u8, bool),
     Terminate(u8),
     Restart,
     Purge,
@@ -623,6 +624,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..20).prop_map(Op::Cancel),
         1 => (0u8..20).prop_map(Op::Evict),
         1 => (0u8..20).prop_map(Op::Expire),
+        1 => (0u8..4, any::<bool>()).prop_map(|(w, add)| Op::Taint(w, add)),
         1 => (0u8..4).prop_map(Op::Terminate),
         1 => Just(Op::Restart),
         1 => Just(Op::Purge),
@@ -710,6 +712,20 @@ fn to_command(s: &ControlState, op: &Op, t: u64) -> Option<Command> {
         Op::Expire(j) => Command::ExpireJob {
             id: job(*j)?,
             reason: "scheduling deadline exceeded".into(),
+            at_ms: t,
+        },
+        Op::Taint(w, add) => Command::TaintWorker {
+            id: wid(*w),
+            add: if *add {
+                vec!["maintenance:NoExecute".parse().unwrap()]
+            } else {
+                vec![]
+            },
+            remove: if *add {
+                vec![]
+            } else {
+                vec![("maintenance".into(), None)]
+            },
             at_ms: t,
         },
         Op::Terminate(w) => Command::WorkerTerminated {
