@@ -1277,6 +1277,12 @@ impl ControlPlaneState {
                     p.worker
                 ),
             );
+            // Nominated: not offered again (so no second set of victims is chosen while the
+            // first one stops) until capacity frees — the victims' exit — or the stop grace
+            // has passed.
+            let grace_ms = self.core.ctx.config.agents.stop_grace_ms;
+            let n = self.core.unschedulable.entry(p.job).or_default();
+            n.retry_at_ms = now_ms.saturating_add(grace_ms).saturating_add(1_000);
         }
         for p in outcome.placements {
             let at_ms = self.core.ctx.now_ms();
