@@ -286,6 +286,8 @@ pub struct Core {
     unservable: HashMap<JobId, String>,
     /// Pending jobs the scheduler could not place, and when to offer them again.
     unschedulable: HashMap<JobId, Unschedulable>,
+    /// Preemptors waiting for their victims to stop: the worker, and until when at most.
+    nominated: HashMap<JobId, (WorkerId, u64)>,
     /// Capacity changed since the last view: unschedulable jobs are offered again at once.
     unschedulable_reset: bool,
     /// The last explanation of each job a cycle decided (kept until the job is finished).
@@ -361,6 +363,7 @@ impl Actor for ControlPlane {
             pending_reasons: HashMap::new(),
             unservable: HashMap::new(),
             unschedulable: HashMap::new(),
+            nominated: HashMap::new(),
             unschedulable_reset: false,
             explanations: HashMap::new(),
             sched_cycle: 0,
@@ -746,11 +749,25 @@ impl Core {
             }
         }
         self.sched_cycle += 1;
+        let now_ms = self.ctx.now_ms();
+        self.nominated.retain(|_, (_, until)| *until > now_ms);
+        let with_nominated;
+        let notes = if self.nominated.is_empty() {
+            &self.unschedulable
+        } else {
+            let mut m = self.unschedulable.clone();
+            for (id, (_, until)) in &self.nominated {
+                let n = m.entry(*id).or_default();
+                n.retry_at_ms = n.retry_at_ms.max(*until);
+            }
+            with_nominated = m;
+            &with_nominated
+        };
         let view = self.state.scheduling_view(
-            self.ctx.now_ms(),
+            now_ms,
             self.sched_cycle,
             self.ctx.config.scheduler.max_jobs_per_cycle,
-            &self.unschedulable,
+            notes,
         );
         self.sched_dirty = false;
         if s.cast(SchedulerMsg::Plan(Box::new(view))).is_ok() {
@@ -1278,11 +1295,16 @@ impl ControlPlaneState {
                 ),
             );
             // Nominated: not offered again (so no second set of victims is chosen while the
-            // first one stops) until capacity frees — the victims' exit — or the stop grace
-            // has passed.
+            // first one stops) until that worker frees capacity — the victims' exit — or the
+            // stop grace has passed.
             let grace_ms = self.core.ctx.config.agents.stop_grace_ms;
-            let n = self.core.unschedulable.entry(p.job).or_default();
-            n.retry_at_ms = now_ms.saturating_add(grace_ms).saturating_add(1_000);
+            self.core.nominated.insert(
+                p.job,
+                (
+                    p.worker.clone(),
+                    now_ms.saturating_add(grace_ms).saturating_add(1_000),
+                ),
+            );
         }
         for p in outcome.placements {
             let at_ms = self.core.ctx.now_ms();
@@ -1312,6 +1334,7 @@ impl ControlPlaneState {
                     }
                     self.core.pending_reasons.remove(&p.job);
                     self.core.unschedulable.remove(&p.job);
+                    self.core.nominated.remove(&p.job);
                     if let Some(since) = queued_since_ms {
                         let wait_ms = at_ms.saturating_sub(since);
                         metrics.queue_wait_seconds.observe(wait_ms as f64 / 1000.0);
@@ -1582,6 +1605,7 @@ impl ControlPlaneState {
                 Event::JobFinished { id, state } => {
                     self.core.pending_reasons.remove(&id);
                     self.core.unschedulable.remove(&id);
+                    self.core.nominated.remove(&id);
                     self.core
                         .ctx
                         .metrics
@@ -1652,7 +1676,8 @@ impl ControlPlaneState {
                         let _ = w.cast(WorkerMsg::Drained);
                     }
                 }
-                Event::CapacityFreed { .. } => {
+                Event::CapacityFreed { worker } => {
+                    self.core.nominated.retain(|_, (w, _)| *w != worker);
                     self.core.sched_dirty = true;
                     self.core.unschedulable_reset = !self.core.unschedulable.is_empty();
                 }
