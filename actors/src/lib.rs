@@ -9,10 +9,11 @@
 //! ├── jobs            Supervisor — one Job actor per unfinished job (transient; owns timeouts)
 //! ├── workers         Supervisor — one Worker actor per registered agent (transient; heartbeats)
 //! └── services        Supervisor (5 restarts / 60 s, exponential backoff)
-//!     ├── provider    LocalProvider — `hodei agent` child processes
-//!     ├── pool-<name> Pool — one per configured pool
-//!     ├── scheduler   Scheduler — placement cycles (pure `runtime::placement::place`)
-//!     ├── autoscaler  Autoscaler — scaling decisions (pure `runtime::scaling::decide`)
+//!     ├── provider    LocalProvider "local" — `hodei agent` child processes
+//!     ├── provider-<name> LocalProvider — one per other configured `[providers.NAME]`
+//!     ├── pool-<name> Pool — one per configured pool (decisions, provider health)
+//!     ├── scheduler   Scheduler — scheduling cycles (pure `runtime::scheduling::Pipeline`)
+//!     ├── autoscaler  Autoscaler — scaling decisions (pure `runtime::scaling::decide_pool`)
 //!     ├── gateway     Gateway — client requests (remotable, pg "hodei.gateway")
 //!     └── agent-gateway AgentGateway — agent registration, heartbeats, reports (remotable)
 //! ```
