@@ -7,11 +7,12 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
+use crate::ids::WorkerId;
 use crate::ids::{AttemptNo, JobId, PoolId, TenantId};
 use crate::job::Priority;
 use crate::resources::Resources;
 use crate::scheduling::{QueuedJob, SchedulerConfig, SchedulingConstraints};
-use crate::worker::{ProviderKind, WorkerTemplate};
+use crate::worker::{PoolSpec, ProviderKind, WorkerState, WorkerTemplate};
 
 const S: u64 = 1_000;
 const MIN: u64 = 60 * S;
@@ -503,40 +504,6 @@ fn a_provider_in_backoff_is_skipped_for_the_next_one_and_none_left_blocks() {
         "{:?}",
         d.kind
     );
-}
-
-// ---- compatibility ----
-
-#[test]
-fn the_compatibility_wrapper_keeps_the_foundation_behaviour() {
-    let mut sp = spec("p", 2);
-    sp.min_workers = 1;
-    sp.max_workers = 4;
-    let w = |id: &str, state: WorkerState, free: u32, idle: Option<u64>| PoolWorker {
-        id: WorkerId::new(id).unwrap(),
-        state,
-        free_slots: free,
-        idle_since_ms: idle,
-    };
-    let stats = PoolStats {
-        workers: vec![w("a", WorkerState::Busy, 0, None)],
-        pending_fitting: 40,
-    };
-    assert_eq!(decide(&sp, &stats, 0).provision, 3);
-    let stats = PoolStats {
-        workers: vec![
-            w("a", WorkerState::Idle, 2, Some(0)),
-            w("b", WorkerState::Idle, 2, Some(50 * S)),
-            w("c", WorkerState::Busy, 0, None),
-        ],
-        pending_fitting: 0,
-    };
-    assert_eq!(
-        decide(&sp, &stats, 70 * S).retire,
-        [WorkerId::new("a").unwrap()]
-    );
-    assert_eq!(decide(&sp, &stats, 200 * S).retire.len(), 2);
-    assert_eq!(decide(&sp, &PoolStats::default(), 0).provision, 1);
 }
 
 // ---- config ----
