@@ -174,7 +174,7 @@ impl Default for ScalingPolicy {
 
 impl ScalingPolicy {
     /// The policy the foundation's `PoolSpec` implies: its min/max/idle/register fields, no
-    /// cooldowns, unbounded steps (what [`super::decide`] did before this module).
+    /// cooldowns, unbounded steps (the behaviour of the foundation's policy).
     pub fn from_spec(spec: &PoolSpec) -> ScalingPolicy {
         ScalingPolicy {
             min_workers: spec.min_workers,

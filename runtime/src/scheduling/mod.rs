@@ -452,7 +452,7 @@ pub struct Held {
 pub struct Expired {
     /// The job.
     pub job: JobId,
-    /// "scheduling deadline exceeded: <last summary>".
+    /// `scheduling deadline exceeded: <last summary>`.
     pub reason: String,
 }
 
