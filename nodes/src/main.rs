@@ -1,5 +1,7 @@
 //! The `hodei` command: node, agent and client in one binary. See `hodei --help`.
 
+mod sim;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -158,6 +160,12 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         cmd: BenchCmd,
+    },
+    /// Seeded virtual-time simulations of the scheduler and autoscaler (scenarios in TOML; the
+    /// last line of stdout is JSON).
+    Sim {
+        #[command(subcommand)]
+        cmd: sim::SimCmd,
     },
     /// Testing aids (the node must enable debug.fault_injection).
     #[command(hide = true)]
@@ -729,6 +737,15 @@ async fn run(cmd: Cmd) -> Result<u8, Failure> {
             cmd: BenchCmd::Scaling(a),
         } => {
             hodei::bench::scaling(a).await?;
+            Ok(0)
+        }
+        Cmd::Sim { cmd } => {
+            tokio::task::spawn_blocking(move || sim::run(cmd))
+                .await
+                .map_err(|e| Failure {
+                    code: 1,
+                    message: e.to_string(),
+                })??;
             Ok(0)
         }
         Cmd::Bench {

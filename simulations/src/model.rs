@@ -135,6 +135,10 @@ pub struct RunConfig {
     pub detection_delay_ms: u64,
     /// Backfill's expected ends.
     pub time_limit: TimeLimit,
+    /// 0: the scheduler runs at every instant something changed. Above 0: changes are batched
+    /// and the scheduler runs at the next multiple of this interval (a scheduler actor's cycle;
+    /// what large runs need).
+    pub schedule_interval_ms: u64,
 }
 
 impl Default for RunConfig {
@@ -147,6 +151,7 @@ impl Default for RunConfig {
             autoscale_interval_ms: 10_000,
             detection_delay_ms: 15_000,
             time_limit: TimeLimit::Actual,
+            schedule_interval_ms: 0,
         }
     }
 }
@@ -199,6 +204,7 @@ enum Ev {
     Tick,
     Crash { pool: usize, count: u32 },
     Detect(u64),
+    Schedule,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +280,7 @@ pub struct Simulation {
     arrived_since_tick: u64,
     counters: RunCounters,
     constraints: Arc<SchedulingConstraints>,
+    schedule_queued: bool,
 }
 
 impl Simulation {
@@ -369,6 +376,7 @@ impl Simulation {
             arrived_since_tick: 0,
             counters: RunCounters::default(),
             constraints: Arc::new(SchedulingConstraints::default()),
+            schedule_queued: false,
         };
         for (i, j) in jobs.iter().enumerate() {
             sim.q.push(j.arrival_ms, Ev::Arrive(i));
@@ -441,7 +449,13 @@ impl Simulation {
                 dirty |= self.handle(ev)?;
             }
             if dirty && !self.pending.is_empty() {
-                self.schedule()?;
+                let every = self.cfg.schedule_interval_ms;
+                if every == 0 {
+                    self.schedule()?;
+                } else if !self.schedule_queued {
+                    self.schedule_queued = true;
+                    self.q.push((t / every + 1) * every, Ev::Schedule);
+                }
             }
         }
         // Nothing left to happen: what still waits can never run.
@@ -519,6 +533,13 @@ impl Simulation {
                         .record(now, format_args!("crash {}", self.workers[&k].id));
                     self.q
                         .push(now + self.cfg.detection_delay_ms, Ev::Detect(k));
+                }
+                Ok(false)
+            }
+            Ev::Schedule => {
+                self.schedule_queued = false;
+                if !self.pending.is_empty() {
+                    self.schedule()?;
                 }
                 Ok(false)
             }

@@ -138,3 +138,90 @@ fn nasa_trace_completes_with_fifo_and_backfill_lowers_mean_bounded_slowdown() {
     );
     assert!(backfill.bounded_slowdown_mean < fifo.bounded_slowdown_mean);
 }
+
+#[test]
+fn batching_scheduling_cycles_runs_fewer_cycles_and_still_ends_every_job() {
+    let mut s = Scenario::load(&dir().join("ci-poisson.toml")).unwrap();
+    let every_change = s.run(s.seed, &dir(), false).unwrap();
+    for c in &mut s.configs {
+        c.schedule_interval_ms = 5_000;
+    }
+    let batched = s.run(s.seed, &dir(), false).unwrap();
+    for (a, b) in every_change.runs.iter().zip(&batched.runs) {
+        assert_eq!(b.metrics.succeeded, 300);
+        assert!(b.metrics.scheduling_cycles < a.metrics.scheduling_cycles);
+        assert!(b.metrics.wait_p50_s >= a.metrics.wait_p50_s);
+    }
+}
+
+/// The scale scenario shrunk by `factor` in workers, jobs and arrival rate (same utilisation).
+fn scale_run(factor: u64) -> Report {
+    let mut s = Scenario::load(&dir().join("scale-10k-workers-1m-jobs.toml")).unwrap();
+    s.workload.jobs /= factor;
+    s.workload.rate_per_s /= factor as f64;
+    s.pools[0].initial_workers = s.pools[0].initial_workers.map(|n| n / factor as u32);
+    let r = s
+        .run(s.seed, &dir(), false)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("scale / {factor}\n{}\n{}", r.table(), r.summary_line());
+    r
+}
+
+#[test]
+#[ignore = "100,000 jobs on 1,000 workers: run in release"]
+fn the_scale_scenario_at_a_tenth_ends_every_job() {
+    let r = scale_run(10);
+    assert_eq!(r.runs[0].metrics.succeeded, 100_000);
+}
+
+#[test]
+#[ignore = "1,000,000 jobs on 10,000 workers: run in release"]
+fn the_scale_scenario_ends_every_job() {
+    let r = scale_run(1);
+    assert_eq!(r.runs[0].metrics.succeeded, 1_000_000);
+}
+
+#[test]
+fn a_csv_trace_replays_with_its_bad_line_reported_and_a_quota_holds_jobs_back() {
+    let r = run("ci-csv.toml", None, false);
+    assert_eq!(r.jobs, 9);
+    assert_eq!(r.warnings.len(), 1);
+    assert!(r.warnings[0].starts_with("line 10:"), "{:?}", r.warnings);
+    let (free, quota) = (&r.runs[0], &r.runs[1]);
+    assert_eq!(free.metrics.succeeded, 9);
+    assert_eq!(quota.metrics.succeeded, 9);
+    let acme_wait = |run: &hodei_simulations::RunResult| -> u64 {
+        run.jobs
+            .iter()
+            .filter(|j| j.tenant == "acme")
+            .map(|j| j.start_ms.unwrap() - j.arrival_ms)
+            .sum()
+    };
+    assert!(
+        acme_wait(quota) > acme_wait(free),
+        "the quota of 1 serialises acme's jobs"
+    );
+}
+
+#[test]
+fn a_provider_outage_delays_a_dynamic_pool_and_the_pool_refills_after_it() {
+    let mut s = Scenario::load(&dir().join("ci-warm-vs-cold.toml")).unwrap();
+    s.configs.truncate(2);
+    s.configs.remove(0);
+    let base = s.run(s.seed, &dir(), false).unwrap();
+    s.faults.push(hodei_simulations::Fault::ProviderOutage {
+        at_s: 0.0,
+        duration_s: 600.0,
+        pool: "general".into(),
+    });
+    let out = s.run(s.seed, &dir(), false).unwrap();
+    let (b, o) = (&base.runs[0].metrics, &out.runs[0].metrics);
+    assert_eq!(o.succeeded, 200, "{o:?}");
+    assert!(o.provisioning_failures > 0, "{o:?}");
+    assert!(
+        o.wait_p95_s > b.wait_p95_s,
+        "outage p95 {} vs {}",
+        o.wait_p95_s,
+        b.wait_p95_s
+    );
+}
