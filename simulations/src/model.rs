@@ -281,6 +281,14 @@ pub struct Simulation {
     counters: RunCounters,
     constraints: Arc<SchedulingConstraints>,
     schedule_queued: bool,
+    /// The scheduler's view, kept between cycles: workers rebuilt only when one joins or leaves
+    /// (`view_members_dirty`), otherwise the touched ones updated in place; running jobs pushed
+    /// on bind and swap-removed on release. The pipeline's outcome does not depend on the order.
+    cv: ClusterView,
+    view_worker_ix: BTreeMap<u64, usize>,
+    view_members_dirty: bool,
+    view_touched: BTreeSet<u64>,
+    view_running_ix: BTreeMap<usize, usize>,
 }
 
 impl Simulation {
@@ -377,6 +385,11 @@ impl Simulation {
             counters: RunCounters::default(),
             constraints: Arc::new(SchedulingConstraints::default()),
             schedule_queued: false,
+            cv: ClusterView::default(),
+            view_worker_ix: BTreeMap::new(),
+            view_members_dirty: true,
+            view_touched: BTreeSet::new(),
+            view_running_ix: BTreeMap::new(),
         };
         for (i, j) in jobs.iter().enumerate() {
             sim.q.push(j.arrival_ms, Ev::Arrive(i));
@@ -591,6 +604,7 @@ impl Simulation {
     }
 
     fn register(&mut self, k: u64) {
+        self.view_members_dirty = true;
         let now = self.now_ms;
         let w = self.workers.get_mut(&k).expect("worker");
         w.state = WorkerState::Idle;
@@ -600,6 +614,7 @@ impl Simulation {
     }
 
     fn terminate(&mut self, k: u64) {
+        self.view_members_dirty = true;
         let now = self.now_ms;
         let w = self.workers.remove(&k).expect("worker");
         self.by_id.remove(&w.id);
@@ -630,6 +645,13 @@ impl Simulation {
         u.1 -= r.cpu_millis;
         u.2 -= r.memory_bytes;
         self.running.remove(&j);
+        if let Some(i) = self.view_running_ix.remove(&j) {
+            self.cv.running.swap_remove(i);
+            if let Some(moved) = self.cv.running.get(i) {
+                self.view_running_ix.insert((moved.id.0 - 1) as usize, i);
+            }
+        }
+        self.view_touched.insert(k);
         let w = self.workers.get_mut(&k).expect("worker");
         w.allocated = w.allocated.saturating_sub(&r);
         w.running.remove(&j);
@@ -637,6 +659,7 @@ impl Simulation {
 
     /// A worker lost a job: idle again, or gone if it was draining.
     fn after_release(&mut self, k: u64) {
+        self.view_touched.insert(k);
         let now = self.now_ms;
         let w = self.workers.get_mut(&k).expect("worker");
         if w.running.is_empty() {
@@ -672,52 +695,69 @@ impl Simulation {
         self.last_summary.remove(&j);
     }
 
-    fn view(&self) -> ClusterView {
-        let time_limit = |j: &Job| match self.cfg.time_limit {
-            TimeLimit::Actual => Some(j.spec.run_ms),
-            TimeLimit::None => None,
-        };
-        ClusterView {
-            now_ms: self.now_ms,
-            epoch: Epoch(1),
-            cycle: self.cycle,
-            workers: self
-                .workers
-                .values()
-                .filter(|w| w.registered_at_ms.is_some())
-                .map(|w| WorkerInfo {
-                    id: w.id.clone(),
-                    pool: self.pools[w.pool].spec.id.clone(),
-                    state: w.state,
-                    capacity: w.capacity,
-                    allocated: w.allocated,
-                    slots: w.slots,
-                    used_slots: w.running.len() as u32,
-                    labels: self.pools[w.pool].spec.template.labels.clone(),
-                    taints: Vec::new(),
-                })
-                .collect(),
-            pending: self.pending.iter().map(|&j| self.queued(j)).collect(),
-            running: self
-                .running
-                .iter()
-                .map(|(&j, k)| {
-                    let job = &self.jobs[j];
-                    RunningJob {
-                        id: JobId(j as u64 + 1),
-                        worker: self.workers[k].id.clone(),
-                        priority: job.spec.priority,
-                        tenant: job.tenant.clone(),
-                        resources: job.spec.resources,
-                        labels: BTreeMap::new(),
-                        started_at_ms: job.start_ms,
-                        time_limit_ms: time_limit(job),
-                        tolerations: Vec::new(),
-                    }
-                })
-                .collect(),
-            explain: false,
+    fn worker_info(&self, w: &Worker) -> WorkerInfo {
+        WorkerInfo {
+            id: w.id.clone(),
+            pool: self.pools[w.pool].spec.id.clone(),
+            state: w.state,
+            capacity: w.capacity,
+            allocated: w.allocated,
+            slots: w.slots,
+            used_slots: w.running.len() as u32,
+            labels: self.pools[w.pool].spec.template.labels.clone(),
+            taints: Vec::new(),
         }
+    }
+
+    fn running_job(&self, j: usize, k: u64) -> RunningJob {
+        let job = &self.jobs[j];
+        RunningJob {
+            id: JobId(j as u64 + 1),
+            worker: self.workers[&k].id.clone(),
+            priority: job.spec.priority,
+            tenant: job.tenant.clone(),
+            resources: job.spec.resources,
+            labels: BTreeMap::new(),
+            started_at_ms: job.start_ms,
+            time_limit_ms: match self.cfg.time_limit {
+                TimeLimit::Actual => Some(job.spec.run_ms),
+                TimeLimit::None => None,
+            },
+            tolerations: Vec::new(),
+        }
+    }
+
+    /// Brings the kept view up to date for a cycle.
+    fn refresh_view(&mut self) {
+        if self.view_members_dirty {
+            let infos: Vec<(u64, WorkerInfo)> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.registered_at_ms.is_some())
+                .map(|(k, w)| (*k, self.worker_info(w)))
+                .collect();
+            self.view_worker_ix = infos
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (*k, i))
+                .collect();
+            self.cv.workers = infos.into_iter().map(|(_, w)| w).collect();
+            self.view_members_dirty = false;
+        } else {
+            for k in std::mem::take(&mut self.view_touched) {
+                if let (Some(&i), Some(w)) = (self.view_worker_ix.get(&k), self.workers.get(&k)) {
+                    let v = &mut self.cv.workers[i];
+                    v.state = w.state;
+                    v.allocated = w.allocated;
+                    v.used_slots = w.running.len() as u32;
+                }
+            }
+        }
+        self.view_touched.clear();
+        self.cv.now_ms = self.now_ms;
+        self.cv.epoch = Epoch(1);
+        self.cv.cycle = self.cycle;
+        self.cv.pending = self.pending.iter().map(|&j| self.queued(j)).collect();
     }
 
     fn queued(&self, j: usize) -> QueuedJob {
@@ -744,8 +784,8 @@ impl Simulation {
     fn schedule(&mut self) -> Result<(), Violation> {
         self.cycle += 1;
         self.counters.cycles += 1;
-        let view = self.view();
-        let out = self.pipeline.schedule(&view);
+        self.refresh_view();
+        let out = self.pipeline.schedule(&self.cv);
         for p in &out.preemptions {
             for v in &p.victims {
                 let j = (v.0 - 1) as usize;
@@ -842,6 +882,10 @@ impl Simulation {
         }
         let attempt = job.attempt;
         let run_ms = job.spec.run_ms;
+        self.view_touched.insert(k);
+        let rj = self.running_job(j, k);
+        self.view_running_ix.insert(j, self.cv.running.len());
+        self.cv.running.push(rj);
         self.log
             .record(now, format_args!("start j{j} on {wid} attempt {attempt}"));
         // A crashed worker (not yet found) accepts the job and loses it.
@@ -922,6 +966,7 @@ impl Simulation {
                             self.counters.idle_worker_ms += now - i;
                         }
                         w.state = WorkerState::Draining;
+                        self.view_touched.insert(k);
                         if w.running.is_empty() {
                             self.terminate(k);
                         }
