@@ -1118,24 +1118,11 @@ impl ControlPlaneState {
         reply: Reply<JobView>,
     ) -> Result<(), ActorProcessingErr> {
         let at_ms = self.core.ctx.now_ms();
-        let r = self.command(Command::CancelJob { id, reason, at_ms });
-        let err = match r {
-            Ok(_) | Err(CommandError::Rejected(Rejection::NoOp)) => None,
-            Err(CommandError::Rejected(Rejection::UnknownJob(_))) => Some(ApiError::no_job(id)),
-            Err(CommandError::Rejected(r)) => {
-                Some(ApiError::new(ApiErrorKind::Conflict, r.to_string()))
-            }
-            Err(CommandError::Fatal(e)) => return Err(e.into()),
-        };
-        self.after_durable(move |core, d| {
-            let r = match (err, d) {
-                (Some(e), _) => Err(e),
-                (None, Err(e)) => Err(ApiError::unavailable(e)),
-                (None, Ok(())) => core.view(id).ok_or_else(|| ApiError::no_job(id)),
-            };
-            let _ = reply.send(r);
-        });
-        Ok(())
+        self.command_then_answer(
+            Command::CancelJob { id, reason, at_ms },
+            reply,
+            move |core| core.view(id).ok_or_else(|| ApiError::no_job(id)),
+        )
     }
 
     fn on_taint_worker(
@@ -1146,18 +1133,34 @@ impl ControlPlaneState {
         reply: Reply<WorkerView>,
     ) -> Result<(), ActorProcessingErr> {
         let at_ms = self.core.ctx.now_ms();
-        let r = self.command(Command::TaintWorker {
+        let cmd = Command::TaintWorker {
             id: id.clone(),
             add,
             remove,
             at_ms,
-        });
-        let err = match r {
+        };
+        self.command_then_answer(cmd, reply, move |core| {
+            core.state.worker(&id).map(worker_view).ok_or_else(|| {
+                ApiError::new(ApiErrorKind::NotFound, format!("no worker with id {id}"))
+            })
+        })
+    }
+
+    /// Applies a user's command and answers once it is durable, with `answer` read from the
+    /// state then. Asking for what is already so (`NoOp`) is not an error; another rejection is
+    /// the caller's error (unknown job or worker: not found; otherwise a conflict).
+    fn command_then_answer<T: Send + 'static>(
+        &mut self,
+        cmd: Command,
+        reply: Reply<T>,
+        answer: impl FnOnce(&Core) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<(), ActorProcessingErr> {
+        let err = match self.command(cmd) {
             Ok(_) | Err(CommandError::Rejected(Rejection::NoOp)) => None,
-            Err(CommandError::Rejected(Rejection::UnknownWorker(_))) => Some(ApiError::new(
-                ApiErrorKind::NotFound,
-                format!("no worker with id {id}"),
-            )),
+            Err(CommandError::Rejected(Rejection::UnknownJob(id))) => Some(ApiError::no_job(id)),
+            Err(CommandError::Rejected(r @ Rejection::UnknownWorker(_))) => {
+                Some(ApiError::new(ApiErrorKind::NotFound, r.to_string()))
+            }
             Err(CommandError::Rejected(r)) => {
                 Some(ApiError::new(ApiErrorKind::Conflict, r.to_string()))
             }
@@ -1167,9 +1170,7 @@ impl ControlPlaneState {
             let r = match (err, d) {
                 (Some(e), _) => Err(e),
                 (None, Err(e)) => Err(ApiError::unavailable(e)),
-                (None, Ok(())) => core.state.worker(&id).map(worker_view).ok_or_else(|| {
-                    ApiError::new(ApiErrorKind::NotFound, format!("no worker with id {id}"))
-                }),
+                (None, Ok(())) => answer(core),
             };
             let _ = reply.send(r);
         });
