@@ -739,27 +739,20 @@ async fn run(cmd: Cmd) -> Result<u8, Failure> {
             hodei::bench::scaling(a).await?;
             Ok(0)
         }
-        Cmd::Sim { cmd } => {
-            tokio::task::spawn_blocking(move || sim::run(cmd))
-                .await
-                .map_err(|e| Failure {
-                    code: 1,
-                    message: e.to_string(),
-                })??;
-            Ok(0)
-        }
+        Cmd::Sim { cmd } => blocking(move || sim::run(cmd)).await,
         Cmd::Bench {
             cmd: BenchCmd::Scheduler(a),
-        } => {
-            tokio::task::spawn_blocking(move || hodei::bench::scheduler(a))
-                .await
-                .map_err(|e| Failure {
-                    code: 1,
-                    message: e.to_string(),
-                })??;
-            Ok(0)
-        }
+        } => blocking(move || hodei::bench::scheduler(a)).await,
     }
+}
+
+/// Runs a CPU-bound command (simulation, pure benchmark) off the async runtime's threads.
+async fn blocking(f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> Result<u8, Failure> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Failure {
+        code: 1,
+        message: e.to_string(),
+    })??;
+    Ok(0)
 }
 
 async fn run_agent(a: AgentArgs) -> Result<u8, Failure> {

@@ -1,32 +1,32 @@
-//! The one seeded random source: SplitMix64 (Steele, Lea & Flood), twelve lines instead of a
-//! dependency, as in `hodei_runtime::scheduling::bench`. Every draw of a run comes from streams
-//! split off the master seed, so the same seed gives the same run.
+//! The one seeded random source: the runtime's SplitMix64 (`hodei_runtime::scheduling::bench`),
+//! split into independent streams. Every draw of a run comes from streams split off the master
+//! seed, so the same seed gives the same run.
+
+use hodei_runtime::scheduling::bench::SplitMix64;
 
 /// A SplitMix64 generator.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     /// Seeds the generator.
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
 
     /// An independent stream for `purpose` (workload, providers, faults...), so adding draws to
     /// one part of the model does not shift the others.
     pub fn stream(seed: u64, purpose: u64) -> Rng {
-        let mut r = Rng(seed ^ purpose.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        let mut r = Rng(SplitMix64::new(
+            seed ^ purpose.wrapping_mul(0xD6E8_FEB8_6659_FD93),
+        ));
         r.next_u64();
         r
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)`.
