@@ -194,6 +194,15 @@ impl Directory {
         ProviderMsg
     );
 
+    /// Every named provider (destroy orders go to all; each ignores workers it does not run).
+    pub fn all_providers(&self) -> Vec<ActorRef<ProviderMsg>> {
+        self.inner
+            .providers
+            .iter()
+            .map(|e| e.value().clone())
+            .collect()
+    }
+
     /// Remembers which worker an agent's cluster node name belongs to.
     pub fn set_peer(&self, agent_node: String, worker: WorkerId) {
         self.inner.peers.insert(agent_node, worker);

@@ -40,6 +40,8 @@ use crate::journal::JournalMode;
 use crate::logs::LogStore;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::provider::ProviderMsg;
+use crate::provider::docker::DockerProvider;
 use crate::provider::local::{LocalAgents, LocalProvider};
 use crate::scheduler::Scheduler;
 use crate::supervisor::{Restart, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg, child};
@@ -248,7 +250,7 @@ pub async fn start_node_full(
     )
     .await
     .map_err(|e| NodeError::Start(e.to_string()))?;
-    info!(node = %ctx.config.node.name, data_dir = %ctx.config.node.data_dir.display(), "node started");
+    info!(node = %ctx.config.node.name, cluster_id = %ctx.cluster_id, data_dir = %ctx.config.node.data_dir.display(), "node started");
     Ok(NodeHandle {
         ctx,
         root,
@@ -263,6 +265,21 @@ fn service_children(
 ) -> Vec<crate::supervisor::ChildSpec> {
     let mut out = Vec::new();
     for (name, p) in &ctx.config.providers {
+        if p.kind == hodei_runtime::ProviderKind::Docker {
+            let (c, name) = (ctx.clone(), name.clone());
+            out.push(child(
+                format!("provider-{name}"),
+                Restart::Permanent,
+                move |sup| {
+                    let (c, n) = (c.clone(), name.clone());
+                    async move {
+                        let (r, _) = Actor::spawn_linked(None, DockerProvider, (c, n), sup).await?;
+                        Ok(r.get_cell())
+                    }
+                },
+            ));
+            continue;
+        }
         if p.kind != hodei_runtime::ProviderKind::Local {
             continue;
         }
@@ -342,6 +359,11 @@ impl NodeHandle {
             match ractor::call_t!(c, |reply| ControlPlaneMsg::Shutdown { reply }, 30_000) {
                 Ok(()) => info!("state snapshotted"),
                 Err(e) => warn!(error = %e, "could not snapshot the state at shutdown"),
+            }
+        }
+        for p in self.ctx.dir.all_providers() {
+            if let Err(e) = ractor::call_t!(p, ProviderMsg::StopAll, 60_000) {
+                warn!(error = %e, "a provider did not stop its workers");
             }
         }
         self.agents.terminate_all();

@@ -51,6 +51,15 @@ pub enum PoolMsg {
     GetView(RpcReplyPort<PoolView>),
     /// The health of the providers the pool may use (the autoscaler's provider selection).
     GetProviders(RpcReplyPort<Vec<ProviderStatus>>),
+    /// A provider's own health check (e.g. the Docker engine answers its ping or not).
+    ProviderHealth {
+        /// The named provider.
+        provider: String,
+        /// Whether it can start workers.
+        healthy: bool,
+        /// Why not.
+        error: Option<String>,
+    },
     /// Fault injection: fail.
     InjectFault,
 }
@@ -108,6 +117,7 @@ impl Actor for Pool {
                     s.labels = p.labels.clone();
                     s.cost_per_second = p.cost_micros_per_second as f64 / 1_000_000.0;
                     s.capacity_remaining = p.max_workers;
+                    s.startup_ms_ewma = p.expected_startup_ms as f64;
                 }
                 (name.clone(), s)
             })
@@ -183,6 +193,24 @@ impl Actor for Pool {
                             *s = on_provision_success(s, now.saturating_sub(started_ms), now);
                         }
                     }
+                }
+            }
+            PoolMsg::ProviderHealth {
+                provider,
+                healthy,
+                error,
+            } => {
+                if let Some(s) = st.providers.get_mut(&provider) {
+                    if s.healthy != healthy {
+                        info!(pool = %st.spec.id, %provider, healthy, error = ?error, "provider health changed");
+                    }
+                    s.healthy = healthy;
+                }
+                match error {
+                    Some(e) if !healthy => {
+                        st.provider_errors.insert(provider, e);
+                    }
+                    _ => {}
                 }
             }
             PoolMsg::GetProviders(reply) => {
@@ -284,6 +312,13 @@ impl PoolState {
             .values()
             .map(|s| {
                 let mut line = format!("{}: ", s.name);
+                if !s.healthy {
+                    line.push_str("unhealthy");
+                    if let Some(e) = self.provider_errors.get(&s.name) {
+                        line.push_str(&format!(" ({e})"));
+                    }
+                    return line;
+                }
                 if s.backoff_until_ms > now {
                     line.push_str(&format!(
                         "backing off {} after {} failures",
@@ -319,7 +354,7 @@ impl PoolState {
                 pool: self.spec.id.to_string(),
             })
             .inc();
-        if let Some(p) = self.ctx.dir.provider() {
+        for p in self.ctx.dir.all_providers() {
             let _ = p.cast(ProviderMsg::Destroy {
                 worker: id.clone(),
                 reason: reason.clone(),

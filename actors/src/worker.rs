@@ -194,10 +194,10 @@ impl Actor for Worker {
 impl WorkerState {
     fn destroy(&mut self, reason: String) {
         self.gone = true;
-        if let Some(p) = self.ctx.dir.provider() {
+        for p in self.ctx.dir.all_providers() {
             let _ = p.cast(ProviderMsg::Destroy {
                 worker: self.id.clone(),
-                reason,
+                reason: reason.clone(),
             });
         }
     }

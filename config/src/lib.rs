@@ -200,6 +200,26 @@ pub struct RawProvider {
     pub labels: BTreeMap<String, String>,
     /// Workers it may run at once, over all pools; default unlimited.
     pub max_workers: Option<u32>,
+    /// Docker: the engine's address (`unix:///var/run/docker.sock`, `tcp://host:2375`); default
+    /// `DOCKER_HOST`, else the local socket.
+    pub host: Option<String>,
+    /// Docker: the worker image; default: one built from this node's own binary on first use
+    /// (`hodei image build`).
+    pub image: Option<String>,
+    /// Docker: the containers' network mode (`host`, `bridge`, a network name); default `host`.
+    pub network: Option<String>,
+    /// Docker: the node address the agents in containers dial; default `node.advertise`.
+    pub node_address: Option<String>,
+    /// Docker: CPU limit of a worker whose pool template sets no `cpu` (`1`, `500m`).
+    pub cpu: Option<String>,
+    /// Docker: memory limit of a worker whose pool template sets no `memory` (`1Gi`).
+    pub memory: Option<String>,
+    /// Docker: expected start-up (provider selection before anything is measured); default `1s`.
+    pub expected_startup: Option<String>,
+    /// Docker: container creations in flight at once; default 4.
+    pub create_concurrency: Option<u32>,
+    /// Docker: how often the engine is pinged; default `5s`.
+    pub health_interval: Option<String>,
 }
 
 /// `[quotas]`
@@ -303,6 +323,8 @@ pub struct RawTemplate {
     /// Command the agent is started under, e.g. `["nice", "-n", "10"]` (local provider).
     #[serde(default)]
     pub command: Vec<String>,
+    /// Container image of the workers (Docker provider; default: the provider's `image`).
+    pub image: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -342,6 +364,32 @@ pub struct ProviderConfig {
     pub labels: BTreeMap<String, String>,
     /// Workers at most; `None` = unlimited.
     pub max_workers: Option<u32>,
+    /// Start-up expected before any is measured (provider selection), in milliseconds.
+    pub expected_startup_ms: u64,
+    /// Docker settings (`kind = "docker"` only).
+    pub docker: Option<DockerSettings>,
+}
+
+/// `[providers.NAME]` with `kind = "docker"`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// Engine address (`unix://…`, `tcp://…`).
+    pub host: String,
+    /// Worker image; `None` = built from this node's binary when first needed.
+    pub image: Option<String>,
+    /// Network mode of the containers.
+    pub network: String,
+    /// Node address the agents dial; `None` = `node.advertise`.
+    pub node_address: Option<String>,
+    /// Container creations in flight at once.
+    pub create_concurrency: u32,
+    /// Engine ping period, in milliseconds.
+    pub health_interval_ms: u64,
+}
+
+/// The default Docker engine address: `DOCKER_HOST`, else the local socket.
+pub fn default_docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
 }
 
 /// `[node]`, validated.
@@ -740,6 +788,23 @@ impl RawConfig {
                     list.clone()
                 }
             };
+            // A pool first served by a docker provider takes that provider's default limits
+            // for what its template leaves unset.
+            if let Some(d) = spec.providers.first().and_then(|n| self.providers.get(n)) {
+                let f = |x: &str| format!("providers.{}.{x}", spec.providers[0]);
+                if p.template.cpu.is_none()
+                    && let Some(c) = &d.cpu
+                {
+                    spec.template.capacity.cpu_millis =
+                        parse_cpu_millis(c).map_err(|e| invalid(f("cpu"), c, e.to_string()))?;
+                }
+                if p.template.memory.is_none()
+                    && let Some(m) = &d.memory
+                {
+                    spec.template.capacity.memory_bytes = parse_bytes("memory", m)
+                        .map_err(|e| invalid(f("memory"), m, e.to_string()))?;
+                }
+            }
             if pools.iter().any(|q: &PoolSpec| q.id == spec.id) {
                 return Err(invalid(
                     format!("pools[{i}].name"),
@@ -949,6 +1014,12 @@ fn validate_pool(i: usize, p: &RawPool, host: HostResources) -> Result<PoolSpec,
             taints,
             env: t.env.clone(),
             command: t.command.clone(),
+            image: match &t.image {
+                Some(i) if i.is_empty() || i.contains(char::is_whitespace) => {
+                    return Err(invalid(f("template.image"), i, "not an image reference"));
+                }
+                other => other.clone(),
+            },
         },
         idle_timeout_ms,
         register_timeout_ms,
@@ -1014,6 +1085,8 @@ impl RawConfig {
                 cost_micros_per_second: 0,
                 labels: BTreeMap::new(),
                 max_workers: None,
+                expected_startup_ms: 0,
+                docker: None,
             },
         );
         for (name, p) in &self.providers {
@@ -1022,14 +1095,50 @@ impl RawConfig {
                 .map_err(|e| invalid(format!("providers.{name}"), name, e.to_string()))?;
             let kind = match p.kind.as_deref().unwrap_or("local") {
                 "local" => ProviderKind::Local,
+                "docker" => ProviderKind::Docker,
                 other => {
                     return Err(invalid(
                         field("kind"),
                         other,
-                        "unknown provider kind; available: local",
+                        "unknown provider kind; available: local, docker",
                     ));
                 }
             };
+            let docker = match kind {
+                ProviderKind::Docker => Some(docker_settings(name, p)?),
+                _ => {
+                    let given = [
+                        ("host", p.host.is_some()),
+                        ("image", p.image.is_some()),
+                        ("network", p.network.is_some()),
+                        ("node_address", p.node_address.is_some()),
+                        ("cpu", p.cpu.is_some()),
+                        ("memory", p.memory.is_some()),
+                        ("create_concurrency", p.create_concurrency.is_some()),
+                        ("health_interval", p.health_interval.is_some()),
+                    ];
+                    if let Some((f, _)) = given.iter().find(|(_, set)| *set) {
+                        return Err(invalid(field(f), "", "only for kind = \"docker\""));
+                    }
+                    None
+                }
+            };
+            let expected_startup_ms = duration_field(
+                &field("expected_startup"),
+                &p.expected_startup,
+                if kind == ProviderKind::Docker {
+                    1_000
+                } else {
+                    0
+                },
+            )?;
+            if kind == ProviderKind::Docker && p.binary.is_some() {
+                return Err(invalid(
+                    field("binary"),
+                    p.binary.as_deref().unwrap_or_default(),
+                    "a docker provider runs the agent inside its image; set image instead",
+                ));
+            }
             let binary = match &p.binary {
                 Some(b) if !Path::new(b).is_absolute() => {
                     return Err(invalid(field("binary"), b, "must be an absolute path"));
@@ -1055,6 +1164,8 @@ impl RawConfig {
                     cost_micros_per_second: (cost * 1_000_000.0).round() as u64,
                     labels: p.labels.clone(),
                     max_workers: p.max_workers,
+                    expected_startup_ms,
+                    docker,
                 },
             );
         }
@@ -1109,6 +1220,56 @@ impl RawConfig {
         })?;
         Ok(cfg)
     }
+}
+
+/// `[providers.NAME]` of kind docker.
+fn docker_settings(name: &str, p: &RawProvider) -> Result<DockerSettings, ConfigError> {
+    let field = |f: &str| format!("providers.{name}.{f}");
+    let host = p.host.clone().unwrap_or_else(default_docker_host);
+    if !["unix://", "tcp://", "http://"]
+        .iter()
+        .any(|s| host.starts_with(s))
+    {
+        return Err(invalid(
+            field("host"),
+            &host,
+            "expected unix:///path/to/docker.sock or tcp://host:port",
+        ));
+    }
+    let network = p.network.clone().unwrap_or_else(|| "host".to_string());
+    if network.is_empty() || network.contains(char::is_whitespace) {
+        return Err(invalid(field("network"), &network, "not a network name"));
+    }
+    if let Some(a) = &p.node_address
+        && a.parse::<SocketAddr>().is_err()
+    {
+        return Err(invalid(
+            field("node_address"),
+            a,
+            "expected ip:port (the address containers dial)",
+        ));
+    }
+    if let Some(i) = &p.image
+        && (i.is_empty() || i.contains(char::is_whitespace))
+    {
+        return Err(invalid(field("image"), i, "not an image reference"));
+    }
+    let create_concurrency = p.create_concurrency.unwrap_or(4);
+    if !(1..=64).contains(&create_concurrency) {
+        return Err(invalid(
+            field("create_concurrency"),
+            create_concurrency,
+            "must be 1..=64",
+        ));
+    }
+    Ok(DockerSettings {
+        host,
+        image: p.image.clone(),
+        network,
+        node_address: p.node_address.clone(),
+        create_concurrency,
+        health_interval_ms: duration_field(&field("health_interval"), &p.health_interval, 5_000)?,
+    })
 }
 
 fn duration_field(field: &str, v: &Option<String>, default_ms: u64) -> Result<u64, ConfigError> {

@@ -237,3 +237,47 @@ fn pool_scaling_and_providers_are_validated_with_the_field_named() {
         .to_string();
     assert!(e.contains("max_step_upp"), "{e}");
 }
+
+#[test]
+fn a_docker_provider_is_validated_and_gives_its_pools_default_limits() {
+    let c = check(&format!(
+        "{MINIMAL}\n[providers.docker]\nkind = \"docker\"\nhost = \"unix:///run/docker.sock\"\ncpu = \"2\"\nmemory = \"1Gi\"\nexpected_startup = \"800ms\"\n\n[[pools]]\nname = \"boxes\"\nproviders = [\"docker\"]\nmin = 0\nmax = 3\n[pools.template]\nimage = \"my/worker:1\"\n"
+    ))
+    .unwrap();
+    let d = c.providers["docker"]
+        .docker
+        .as_ref()
+        .expect("docker settings");
+    assert_eq!(d.host, "unix:///run/docker.sock");
+    assert_eq!(d.network, "host");
+    assert_eq!(d.create_concurrency, 4);
+    assert_eq!(d.health_interval_ms, 5_000);
+    assert_eq!(c.providers["docker"].expected_startup_ms, 800);
+    assert_eq!(c.pools[0].template.capacity.cpu_millis, 2_000);
+    assert_eq!(c.pools[0].template.capacity.memory_bytes, 1 << 30);
+    assert_eq!(c.pools[0].template.image.as_deref(), Some("my/worker:1"));
+
+    let bad = |extra: &str| {
+        check(&format!("{MINIMAL}\n{extra}"))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = bad("[providers.d]\nkind = \"docker\"\nhost = \"/var/run/docker.sock\"\n");
+    assert!(
+        e.contains("providers.d.host") && e.contains("unix://"),
+        "{e}"
+    );
+    let e = bad("[providers.l]\nkind = \"local\"\nimage = \"x\"\n");
+    assert!(
+        e.contains("providers.l.image") && e.contains("only for kind"),
+        "{e}"
+    );
+    let e = bad("[providers.k]\nkind = \"kubernetes\"\n");
+    assert!(e.contains("available: local, docker"), "{e}");
+    let e = bad("[providers.d]\nkind = \"docker\"\ncreate_concurrency = 0\n");
+    assert!(e.contains("providers.d.create_concurrency"), "{e}");
+    let e = bad("[providers.d]\nkind = \"docker\"\nnode_address = \"somewhere\"\n");
+    assert!(e.contains("providers.d.node_address"), "{e}");
+    let e = bad("[providers.d]\nkind = \"docker\"\nbinary = \"/usr/bin/hodei\"\n");
+    assert!(e.contains("set image instead"), "{e}");
+}

@@ -406,3 +406,169 @@ scale_down_cooldown_ms = 0
     println!("{out}");
     Ok(())
 }
+
+/// `hodei bench docker`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DockerBenchArgs {
+    /// Provisioning samples (container created → agent registered; each on a pool at zero).
+    #[arg(long, default_value_t = 20)]
+    pub provision: usize,
+    /// Job start samples on a warm container.
+    #[arg(long, default_value_t = 200)]
+    pub warm: usize,
+    /// Docker engine address (default: DOCKER_HOST, else the local socket).
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+/// Latency of the Docker provider on this machine's engine: provisioning a worker container
+/// (container created → its agent registered, node timestamps) on a pool scaled back to zero
+/// between samples, and job start (submit → start) on a warm container. Removes its containers.
+pub async fn docker(args: DockerBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("hodei-bench-").tempdir()?;
+    let cookie = format!("bench-{}", hodei_actors::provider::local::random_hex(12));
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(hodei_config::default_docker_host);
+    let text = format!(
+        r#"
+[node]
+name = "bench"
+listen = "127.0.0.1:0"
+cookie = "{cookie}"
+data_dir = "{data}"
+
+[providers.docker]
+kind = "docker"
+host = "{host}"
+
+[[pools]]
+name = "warm"
+providers = ["docker"]
+min = 1
+max = 1
+[pools.template]
+slots = 1
+cpu = "1"
+memory = "512Mi"
+
+[[pools]]
+name = "cold"
+providers = ["docker"]
+min = 0
+max = 1
+idle_timeout = "100ms"
+[pools.template]
+slots = 1
+cpu = "1"
+memory = "512Mi"
+[pools.scaling]
+scale_up_cooldown_ms = 0
+scale_down_cooldown_ms = 0
+"#,
+        data = dir.path().join("data").display()
+    );
+    let config = hodei_config::RawConfig::parse(&text, "bench")?
+        .validate(hodei_config::HostResources::detect())?;
+    let node = crate::server::start(config).await?;
+    let client = node.client();
+    let result = docker_samples(&client, &args).await;
+    let cluster_id = node.cluster_id();
+    node.shutdown().await;
+    // Whatever the run left (an error midway), remove it.
+    if let Ok(engine) = hodei_actors::provider::docker_engine::connect(&host).await
+        && let Ok(left) = hodei_actors::provider::docker_engine::list_cluster_containers(
+            &engine,
+            &cluster_id,
+            None,
+        )
+        .await
+    {
+        for c in left.into_iter().filter_map(|c| c.id) {
+            let _ = hodei_actors::provider::docker_engine::remove(&engine, &c).await;
+        }
+    }
+    let (mut provision, mut warm) = result?;
+    let out = json!({
+        "provision_ms": latency_summary(&mut provision),
+        "warm_start_ms": latency_summary(&mut warm),
+    });
+    eprintln!(
+        "docker: provision p50 {:.0} ms p99 {:.0} ms (container created -> agent registered); warm start p50 {:.1} ms p99 {:.1} ms (submit -> start)",
+        pct(&mut provision, 50.0),
+        pct(&mut provision, 99.0),
+        pct(&mut warm, 50.0),
+        pct(&mut warm, 99.0),
+    );
+    println!("{out}");
+    Ok(())
+}
+
+async fn docker_samples(
+    client: &Client,
+    args: &DockerBenchArgs,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    use hodei_runtime::scheduling::SchedulingConstraints;
+    let on_pool = |pool: &str, name: String| {
+        JobSpec::argv(["true"])
+            .with_name(name)
+            .with_scheduling(SchedulingConstraints {
+                node_selector: [("hodei.io/pool".to_string(), pool.to_string())].into(),
+                ..Default::default()
+            })
+    };
+    let live_in = |ws: &[hodei_actors::wire::WorkerView], pool: &str| {
+        ws.iter()
+            .filter(|w| w.pool == pool && w.state != hodei_runtime::WorkerState::Terminated)
+            .count()
+    };
+    // The first start builds the worker image (once per binary): not a sample.
+    let t = Instant::now();
+    while !client
+        .workers()
+        .await?
+        .iter()
+        .any(|w| w.pool == "warm" && w.state.accepts_work())
+    {
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(300),
+            "the warm container's agent did not register within 300 s (image build included)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let b = bar(args.warm as u64, "warm");
+    let mut warm = Vec::with_capacity(args.warm);
+    for i in 0..args.warm {
+        warm.extend(start_latency_ms(client, on_pool("warm", format!("warm-{i}"))).await?);
+        b.inc(1);
+    }
+    b.finish();
+
+    let b = bar(args.provision as u64, "provision");
+    let mut provision = Vec::with_capacity(args.provision);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..args.provision {
+        let t = Instant::now();
+        while live_in(&client.workers().await?, "cold") > 0 {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(60),
+                "the cold pool did not scale back to zero"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        start_latency_ms(client, on_pool("cold", format!("cold-{i}"))).await?;
+        for w in client.workers().await? {
+            if w.pool == "cold"
+                && let Some(r) = w.registered_at_ms
+                && seen.insert(w.id.clone())
+            {
+                provision.push(r.saturating_sub(w.provisioned_at_ms) as f64);
+            }
+        }
+        b.inc(1);
+    }
+    b.finish();
+    Ok((provision, warm))
+}

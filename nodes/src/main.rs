@@ -161,6 +161,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// Docker worker images.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
     /// Seeded virtual-time simulations of the scheduler and autoscaler (scenarios in TOML; the
     /// last line of stdout is JSON).
     Sim {
@@ -187,6 +192,25 @@ enum DebugCmd {
 }
 
 #[derive(Subcommand)]
+enum ImageCmd {
+    /// Build the worker image for the Docker provider without a registry: FROM scratch with
+    /// this hodei binary, its shared libraries and a static busybox (Debian's busybox-static),
+    /// through the engine's API. Prints the image's tag.
+    Build {
+        /// Tag (default: hodei-worker:<content hash>, what a docker provider without `image`
+        /// uses).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Docker engine address (default: DOCKER_HOST, else the local socket).
+        #[arg(long)]
+        host: Option<String>,
+        /// The hodei binary to put in the image (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCmd {
     /// Validate a config file (exit 0 if valid, 2 with the reason if not).
     Check {
@@ -204,6 +228,8 @@ enum BenchCmd {
     Scheduler(hodei::bench::SchedulerBenchArgs),
     /// Job start latency on a warm static pool and on a dynamic pool at zero (local agents).
     Scaling(hodei::bench::ScalingBenchArgs),
+    /// Docker provider: container provisioning latency and job start on a warm container.
+    Docker(hodei::bench::DockerBenchArgs),
 }
 
 #[derive(Args)]
@@ -737,6 +763,37 @@ async fn run(cmd: Cmd) -> Result<u8, Failure> {
             cmd: BenchCmd::Scaling(a),
         } => {
             hodei::bench::scaling(a).await?;
+            Ok(0)
+        }
+        Cmd::Bench {
+            cmd: BenchCmd::Docker(a),
+        } => {
+            hodei::bench::docker(a).await?;
+            Ok(0)
+        }
+        Cmd::Image {
+            cmd: ImageCmd::Build { tag, host, binary },
+        } => {
+            use hodei_actors::provider::{docker_engine, docker_image};
+            let host = host.unwrap_or_else(hodei_config::default_docker_host);
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe().map_err(Failure::other)?,
+            };
+            let mut spec = docker_image::ImageSpec::for_binary(binary)
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            spec.tag = tag;
+            let engine = docker_engine::connect(&host).await.map_err(|e| Failure {
+                code: 1,
+                message: e.to_string(),
+            })?;
+            let tag = docker_image::build_worker_image(&engine, &spec)
+                .await
+                .map_err(|e| Failure {
+                    code: 1,
+                    message: e.to_string(),
+                })?;
+            println!("{tag}");
             Ok(0)
         }
         Cmd::Sim { cmd } => blocking(move || sim::run(cmd)).await,

@@ -350,7 +350,7 @@ pub fn pools_table(ps: &[PoolView]) -> String {
         if p.providers.len() > 1
             || p.providers
                 .iter()
-                .any(|l| l.contains("fail") || l.contains("backing off"))
+                .any(|l| l.contains("fail") || l.contains("backing off") || l.contains("unhealthy"))
         {
             out.push_str(&format!("\n{} providers:", p.name));
             for line in &p.providers {

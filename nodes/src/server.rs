@@ -180,6 +180,11 @@ impl RunningNode {
         Client::embedded(self.handle.ctx.clone())
     }
 
+    /// The cluster id of this node's data directory (labels its Docker containers).
+    pub fn cluster_id(&self) -> String {
+        self.handle.ctx.cluster_id.clone()
+    }
+
     /// Runs until SIGINT/SIGTERM (graceful shutdown) or a fatal failure (error).
     pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

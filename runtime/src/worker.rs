@@ -169,6 +169,8 @@ pub enum ProviderKind {
     /// Agents started outside Hodei (by hand, systemd, a CI runner…) that register themselves
     /// with `hodei agent --node ADDR --pool NAME`; never provisioned or scaled.
     External,
+    /// Agents in containers of a Docker engine (`[providers.NAME] kind = "docker"`).
+    Docker,
 }
 
 impl ProviderKind {
@@ -177,6 +179,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Local => "local",
             ProviderKind::External => "external",
+            ProviderKind::Docker => "docker",
         }
     }
 }
@@ -202,6 +205,9 @@ pub struct WorkerTemplate {
     pub env: BTreeMap<String, String>,
     /// Command the agent is started under (e.g. `["nice", "-n", "10"]`); empty = directly.
     pub command: Vec<String>,
+    /// Container image of the workers (container providers); `None` = the provider's image.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// A pool of workers, as configured.

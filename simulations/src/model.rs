@@ -330,6 +330,7 @@ impl Simulation {
                     taints: Vec::new(),
                     env: BTreeMap::new(),
                     command: Vec::new(),
+                    image: None,
                 },
                 idle_timeout_ms: policy.idle_timeout_ms,
                 register_timeout_ms: policy.register_timeout_ms,

@@ -73,7 +73,17 @@ stop_grace = "1s"
 fault_injection = true
 
 {extra}
-
+{local}
+"#,
+            data = dir.path().join("data").display(),
+            snap = opts.snapshot_every,
+            extra = opts.extra,
+            // No local pool when the test brings its own pools only.
+            local = if opts.workers == 0 {
+                String::new()
+            } else {
+                format!(
+                    r#"
 [[pools]]
 name = "local"
 provider = "local"
@@ -86,11 +96,10 @@ cpu = "4"
 memory = "4Gi"
 labels = {{ suite = "e2e" }}
 "#,
-            data = dir.path().join("data").display(),
-            snap = opts.snapshot_every,
-            extra = opts.extra,
-            w = opts.workers,
-            s = opts.slots,
+                    w = opts.workers,
+                    s = opts.slots,
+                )
+            },
         );
         std::fs::write(&config, text).expect("write config");
         let mut n = TestNode {

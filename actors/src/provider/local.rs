@@ -237,6 +237,11 @@ impl Actor for LocalProvider {
             ProviderMsg::GetWorkers(reply) => {
                 let _ = reply.send(st.agents.list());
             }
+            ProviderMsg::StopAll(reply) => {
+                // The node's shutdown terminates local agents itself (they stop their jobs).
+                let _ = reply.send(());
+            }
+            ProviderMsg::Started { .. } | ProviderMsg::StartFailed { .. } | ProviderMsg::Tick => {}
             ProviderMsg::InjectFault => return Err("injected fault in local provider".into()),
         }
         Ok(())

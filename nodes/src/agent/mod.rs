@@ -14,6 +14,7 @@
 //!   (`PR_SET_PDEATHSIG`).
 
 pub mod exec;
+pub mod oom;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -152,6 +153,8 @@ struct Live {
     attempt: AttemptRef,
     requested: Option<JobStopCause>,
     timer: Option<tokio::task::JoinHandle<()>>,
+    /// The cgroup's OOM-kill count when the attempt started.
+    oom_kills_at_start: Option<u64>,
 }
 
 /// Turns an executor event into the report event the node gets (None for an unknown attempt).
@@ -160,6 +163,7 @@ fn translate(
     live: &mut HashMap<AttemptKey, Live>,
     running: &Mutex<Vec<AttemptRef>>,
     output_bytes: &mut usize,
+    oom_counter: Option<&oom::OomCounter>,
 ) -> Option<AgentEvent> {
     match ev {
         ExecEvent::Started { key, pid } => live.get(&key).map(|l| AgentEvent::Started {
@@ -197,7 +201,13 @@ fn translate(
                     signal: outcome.signal,
                     stopped_by,
                     spawn_error: outcome.spawn_error,
-                    oom_killed: false,
+                    oom_killed: oom::killed_for_memory(
+                        outcome.signal,
+                        outcome.exit_code,
+                        outcome.stopped_by.is_some(),
+                        l.oom_kills_at_start,
+                        oom_counter.and_then(|c| c.read()),
+                    ),
                     log_bytes: outcome.log_bytes,
                     log_truncated: outcome.log_truncated,
                 },
@@ -350,6 +360,7 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
     };
     let report = |event: AgentEvent| report_all(vec![event]);
     let mut live: HashMap<AttemptKey, Live> = HashMap::new();
+    let oom_counter = oom::OomCounter::detect();
     let mut last_ack = tokio::time::Instant::now();
     let mut exiting: Option<AgentExit> = None;
     let mut events = std::mem::replace(&mut cluster.events, mpsc::channel(1).1);
@@ -409,7 +420,8 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
                                     let _ = tx.send(Cmd::TimedOut(key)).await;
                                 })
                             });
-                            live.insert(key, Live { attempt: a.attempt, requested: None, timer });
+                            let oom_kills_at_start = oom_counter.as_ref().and_then(|c| c.read());
+                            live.insert(key, Live { attempt: a.attempt, requested: None, timer, oom_kills_at_start });
                             running.lock().expect("running lock").push(a.attempt);
                         }
                         Err(exec::ExecError::Duplicate(_)) => {}
@@ -446,7 +458,7 @@ pub async fn run(opts: AgentOptions) -> Result<AgentExit, AgentError> {
                 let mut output_bytes = 0usize;
                 let mut next = Some(ev);
                 while let Some(ev) = next.take() {
-                    if let Some(e) = translate(ev, &mut live, &running, &mut output_bytes) {
+                    if let Some(e) = translate(ev, &mut live, &running, &mut output_bytes, oom_counter.as_ref()) {
                         batch.push(e);
                     }
                     if batch.len() < REPORT_EVENTS_MAX && output_bytes < REPORT_OUTPUT_BYTES_MAX {

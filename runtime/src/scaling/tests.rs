@@ -35,6 +35,7 @@ fn spec(name: &str, slots: u32) -> PoolSpec {
             taints: Vec::new(),
             env: BTreeMap::new(),
             command: Vec::new(),
+            image: None,
         },
         idle_timeout_ms: MIN,
         register_timeout_ms: 30 * S,
