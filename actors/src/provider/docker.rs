@@ -483,7 +483,11 @@ impl DockerProviderState {
                 if let Some(line) = engine::last_line(&log) {
                     reason.push_str(&format!("; last log line: {line}"));
                 }
-                warn!(%worker, provider = %name, container = %short(&id), %status, log = %log, "worker container ended");
+                if status.ends_with("code 0") {
+                    info!(%worker, provider = %name, container = %short(&id), "worker container exited");
+                } else {
+                    warn!(%worker, provider = %name, container = %short(&id), %status, log = %log, "worker container ended");
+                }
                 let _ = engine::remove(&engine, &id).await;
             }
             if let Some(c) = control {

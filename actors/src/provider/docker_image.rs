@@ -18,6 +18,8 @@ use super::docker_engine::{AGENT_PATH, DockerError, WORK_DIR, engine_message};
 
 /// Image repository of the default worker image.
 pub const IMAGE_REPOSITORY: &str = "hodei-worker";
+/// Label on every worker image Hodei builds (`hodei.io/image=worker`).
+pub const IMAGE_LABEL: &str = "hodei.io/image";
 /// Where a static busybox is looked for (Debian's `busybox-static` installs `/bin/busybox`).
 pub const BUSYBOX_PATHS: &[&str] = &["/bin/busybox", "/usr/bin/busybox", "/usr/local/bin/busybox"];
 /// Applets linked in `/bin` (what jobs and the agent's shell commands use).
@@ -266,9 +268,32 @@ pub async fn build_worker_image(docker: &Docker, spec: &ImageSpec) -> Result<Str
     if spec.tag.is_none() && image_exists(docker, &ctx.tag).await? {
         return Ok(ctx.tag);
     }
+    // One build per tag on this machine at a time (several nodes starting together would
+    // otherwise each send the whole context); the others then find the image.
+    let lock_path = std::env::temp_dir().join(format!(
+        "hodei-image-{}.lock",
+        ctx.tag.replace(['/', ':'], "_")
+    ));
+    let _lock = tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ok()?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()
+    })
+    .await
+    .ok()
+    .flatten();
+    if spec.tag.is_none() && image_exists(docker, &ctx.tag).await? {
+        return Ok(ctx.tag);
+    }
+    let labels = std::collections::HashMap::from([(IMAGE_LABEL, "worker")]);
     let opts = BuildImageOptionsBuilder::new()
         .dockerfile("Dockerfile")
         .t(&ctx.tag)
+        .labels(&labels)
         .rm(true)
         .forcerm(true)
         .build();
@@ -307,24 +332,30 @@ pub async fn build_worker_image(docker: &Docker, spec: &ImageSpec) -> Result<Str
     Ok(ctx.tag)
 }
 
-/// Removes older default worker images (each binary gets its own); an image a container still
-/// uses is kept by the engine.
+/// Removes older default worker images (each binary gets its own), tagged or not; an image a
+/// container still uses is kept by the engine.
 async fn remove_stale_images(docker: &Docker, keep: &str) {
     let filters = std::collections::HashMap::from([(
-        "reference".to_string(),
-        vec![IMAGE_REPOSITORY.to_string()],
+        "label".to_string(),
+        vec![format!("{IMAGE_LABEL}=worker")],
     )]);
     let opts = bollard::query_parameters::ListImagesOptionsBuilder::new()
+        .all(true)
         .filters(&filters)
         .build();
     let Ok(images) = docker.list_images(Some(opts)).await else {
         return;
     };
     for image in images {
-        for tag in image.repo_tags.iter().filter(|t| t.as_str() != keep) {
+        let default_repo = image.repo_tags.is_empty()
+            || image
+                .repo_tags
+                .iter()
+                .all(|t| t.starts_with(&format!("{IMAGE_REPOSITORY}:")) && t != keep);
+        if default_repo {
             let _ = docker
                 .remove_image(
-                    tag,
+                    &image.id,
                     None::<bollard::query_parameters::RemoveImageOptions>,
                     None,
                 )
