@@ -261,12 +261,14 @@ struct GaugeLabels {
 }
 
 /// True when a placement summary says only that no worker has a free slot
-/// ("0/3 workers fit: 3 no free slot"): the job is queued, not unschedulable.
+/// ("0/3 workers fit: 3 no free slot"), or that it waits its turn in a strict FCFS queue: the job
+/// is queued, not unschedulable.
 fn waiting_for_a_slot(summary: &str) -> bool {
-    summary
-        .strip_prefix("0/")
-        .and_then(|r| r.split_once(" workers fit: "))
-        .is_some_and(|(n, rest)| rest.strip_prefix(n) == Some(" no free slot"))
+    hodei_runtime::scheduling::waits_fcfs_turn(summary)
+        || summary
+            .strip_prefix("0/")
+            .and_then(|r| r.split_once(" workers fit: "))
+            .is_some_and(|(n, rest)| rest.strip_prefix(n) == Some(" no free slot"))
 }
 
 /// The control plane's data (everything but the deferred replies).

@@ -103,8 +103,13 @@ pub(crate) fn validate_profile_name(name: &str) -> Result<(), SchedulingError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueStrategy {
-    /// Submission order.
+    /// Submission order, greedy: when a job fits nowhere, later jobs are still tried (first fit,
+    /// an aggressive backfill without reservations).
     Fifo,
+    /// Strict first-come-first-served: submission order, and when the first job fits nowhere now
+    /// but would fit some worker once capacity frees, no later job of the profile starts this
+    /// cycle (head-of-line blocking). A job that fits no worker even when empty does not block.
+    Fcfs,
     /// Critical > High > Medium > Low > Batch, FIFO within a level, with aging.
     #[default]
     Priority,
@@ -520,6 +525,15 @@ pub struct Outcome {
     pub reservations: Vec<Reservation>,
     /// One per decided job when the view asked for explanations.
     pub explanations: Vec<Explanation>,
+}
+
+/// Ends the summary of a job kept waiting by a strict FCFS queue (the head waiting for capacity,
+/// and the jobs behind it): the job waits its turn, which is not a scheduling failure.
+pub const FCFS_WAIT_SUFFIX: &str = " (fcfs: waits its turn)";
+
+/// The job is waiting in a strict FCFS queue rather than failing to fit (no backoff needed).
+pub fn waits_fcfs_turn(summary: &str) -> bool {
+    summary.ends_with(FCFS_WAIT_SUFFIX)
 }
 
 /// How long to wait before trying an unplaceable job again: 1 s after the first failure,

@@ -11,9 +11,9 @@ use super::plugins::{self, Candidate, DomainCounts, Reason, SchedulingContext, S
 use super::queue::ProfileQueue;
 use super::view::{ClusterView, QueuedJob, WorkerInfo};
 use super::{
-    DEFAULT_PROFILE, Expired, Explanation, Held, Outcome, Placement, Preemption, ProfileConfig,
-    QueueStrategy, Reservation, SchedulerConfig, SchedulingError, TenantQuota, Unplaced,
-    WorkerScore, summarize,
+    DEFAULT_PROFILE, Expired, Explanation, FCFS_WAIT_SUFFIX, Held, Outcome, Placement, Preemption,
+    ProfileConfig, QueueStrategy, Reservation, SchedulerConfig, SchedulingError, TenantQuota,
+    Unplaced, WorkerScore, summarize,
 };
 use crate::ids::{JobId, TenantId};
 use crate::job::Priority;
@@ -286,11 +286,17 @@ impl Pipeline {
             .collect();
         let mut cache: HashMap<ShapeKey<'_>, CachedFailure> = HashMap::default();
         let mut scratch = Scratch::default();
+        // Strict FCFS profiles: the head that blocks the rest of the queue this cycle.
+        let mut blocked_by: Vec<Option<JobId>> = vec![None; self.profiles.len()];
         loop {
             let mut progressed = false;
             for (p, q) in queues.iter_mut().enumerate() {
+                if blocked_by[p].is_some() {
+                    continue;
+                }
                 if let Some(j) = q.next(&st) {
                     progressed = true;
+                    let unplaced = out.unplaced.len();
                     self.decide(
                         p,
                         &view.pending[j],
@@ -300,13 +306,58 @@ impl Pipeline {
                         &mut scratch,
                         &mut out,
                     );
+                    if self.profiles[p].config.queue == QueueStrategy::Fcfs
+                        && out.unplaced.len() > unplaced
+                        && self.fits_when_empty(p, view, &st, &view.pending[j])
+                    {
+                        blocked_by[p] = Some(view.pending[j].id);
+                        mark_fcfs_wait(&mut out, view.pending[j].id);
+                    }
                 }
             }
             if !progressed {
                 break;
             }
         }
+        // Behind a blocked head, the rest of a strict FCFS queue waits its turn.
+        for (p, q) in queues.iter_mut().enumerate() {
+            let Some(head) = blocked_by[p] else {
+                continue;
+            };
+            while let Some(j) = q.next(&st) {
+                let summary = format!("behind job {head}{FCFS_WAIT_SUFFIX}");
+                fail(&mut out, view, &view.pending[j], summary, None);
+            }
+        }
         out
+    }
+
+    /// Strict FCFS: could `job` fit some worker (all non-resource filters passing) once that
+    /// worker's running jobs end? A job that could not is unschedulable and blocks nobody.
+    fn fits_when_empty<'v>(
+        &self,
+        p: usize,
+        view: &'v ClusterView,
+        st: &CycleState<'v>,
+        job: &QueuedJob,
+    ) -> bool {
+        let prof = &self.profiles[p];
+        let relaxed = prof
+            .config
+            .relax_soft_after_failures
+            .is_some_and(|n| job.schedule_failures >= n);
+        let ctx = SchedulingContext {
+            view,
+            profile_name: &prof.name,
+            profile: &prof.config,
+            relaxed,
+            state: st,
+        };
+        (0..st.workers.len()).any(|i| {
+            job.resources.fits_in(&st.capacity[i])
+                && st.slots[i] > 0
+                && self.non_resource_filters_pass(prof, &ctx, job, &st.candidate(i))
+        })
     }
 
     #[allow(clippy::too_many_arguments)] // the cycle's pieces, passed explicitly rather than bundled
@@ -966,6 +1017,16 @@ impl Pipeline {
             extra: free.saturating_sub(&job.resources),
             extra_slots: slots.saturating_sub(1),
         })
+    }
+}
+
+/// Marks the unplaced head of a strict FCFS queue as waiting its turn (not a failure).
+fn mark_fcfs_wait(out: &mut Outcome, job: JobId) {
+    if let Some(u) = out.unplaced.last_mut().filter(|u| u.job == job) {
+        u.summary.push_str(FCFS_WAIT_SUFFIX);
+    }
+    if let Some(e) = out.explanations.last_mut().filter(|e| e.job == job) {
+        e.summary.push_str(FCFS_WAIT_SUFFIX);
     }
 }
 

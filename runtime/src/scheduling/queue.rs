@@ -1,6 +1,6 @@
 //! Queue strategies: the order in which one profile's pending jobs are decided.
 //!
-//! * FIFO: submission `seq`.
+//! * FIFO and FCFS: submission `seq` (FCFS adds head-of-line blocking, in the pipeline).
 //! * Priority (and Backfill): effective rank, then `seq`. The effective rank is the priority's
 //!   rank improved by one level per `aging_interval_ms` waited, so a Batch job is treated as
 //!   Critical after 4 intervals and from then on only jobs submitted before it (smaller `seq`) are
@@ -65,7 +65,7 @@ impl<'v> ProfileQueue<'v> {
         let now = view.now_ms;
         let aging = profile.aging_interval_ms;
         match profile.queue {
-            QueueStrategy::Fifo => {
+            QueueStrategy::Fifo | QueueStrategy::Fcfs => {
                 jobs.sort_by_key(|&i| (p[i].seq, p[i].id.0));
                 ProfileQueue::Ordered { jobs, pos: 0 }
             }

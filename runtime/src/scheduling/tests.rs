@@ -596,6 +596,85 @@ fn fifo_takes_submission_order_and_priority_takes_levels_first() {
     assert_eq!(out.placements[0].job, JobId(1));
 }
 
+/// One 4-core worker with 1 core free; job 1 needs 2 cores (fits once the running job ends),
+/// job 2 needs 1 core (fits now).
+fn head_of_line_view() -> ClusterView {
+    let mut w = worker("a", 4, 8);
+    let r = running(100, &mut w, 3000, Priority::Medium);
+    let mut v = view(
+        vec![w],
+        vec![
+            job(1, 2000, Priority::Medium),
+            job(2, 1000, Priority::Medium),
+        ],
+    );
+    v.running = vec![r];
+    v
+}
+
+fn fcfs() -> Pipeline {
+    pipeline_with(ProfileConfig {
+        queue: QueueStrategy::Fcfs,
+        preemption: false,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn fifo_starts_a_later_job_when_the_head_does_not_fit_but_fcfs_keeps_it_waiting() {
+    let greedy = pipeline_with(ProfileConfig {
+        queue: QueueStrategy::Fifo,
+        preemption: false,
+        ..Default::default()
+    });
+    let out = greedy.schedule(&head_of_line_view());
+    assert_eq!(placed_on(&out, 2), Some("a"), "fifo is first fit");
+
+    let out = fcfs().schedule(&head_of_line_view());
+    assert!(out.placements.is_empty(), "{out:#?}");
+    assert_eq!(
+        summary_of(&out, 1),
+        "0/1 workers fit: 1 insufficient cpu (fcfs: waits its turn)"
+    );
+    assert_eq!(summary_of(&out, 2), "behind job 1 (fcfs: waits its turn)");
+    assert!(out.unplaced.iter().all(|u| waits_fcfs_turn(&u.summary)));
+}
+
+#[test]
+fn fcfs_starts_jobs_in_order_until_the_first_that_does_not_fit() {
+    let mut v = head_of_line_view();
+    v.running.clear();
+    v.workers[0] = worker("a", 4, 8);
+    v.pending.push(job(3, 3000, Priority::Medium));
+    v.pending.push(job(4, 1000, Priority::Medium));
+    let out = fcfs().schedule(&v);
+    // 2 + 1 cores start; job 3 (3 cores) waits for 1 more; job 4 stays behind it.
+    assert_eq!(placed_on(&out, 1), Some("a"));
+    assert_eq!(placed_on(&out, 2), Some("a"));
+    assert_eq!(placed_on(&out, 4), None);
+    assert_eq!(summary_of(&out, 4), "behind job 3 (fcfs: waits its turn)");
+}
+
+#[test]
+fn a_job_that_fits_no_worker_even_when_empty_does_not_block_a_fcfs_queue() {
+    let mut v = head_of_line_view();
+    v.pending[0] = job(1, 8000, Priority::Medium); // wider than the 4-core worker
+    let selector = SchedulingConstraints {
+        node_selector: labels(&[("gpu", "a100")]),
+        ..Default::default()
+    };
+    v.pending
+        .insert(1, constrained(job(5, 500, Priority::Medium), selector));
+    v.pending[1].seq = 1;
+    let out = fcfs().schedule(&v);
+    assert_eq!(placed_on(&out, 2), Some("a"), "{out:#?}");
+    assert!(!waits_fcfs_turn(summary_of(&out, 1)));
+    assert!(
+        !waits_fcfs_turn(summary_of(&out, 5)),
+        "no worker matches it"
+    );
+}
+
 #[test]
 fn aging_improves_rank_one_level_per_interval() {
     assert_eq!(effective_rank(Priority::Batch, 0, 0, 60_000), 4);
@@ -1591,11 +1670,11 @@ proptest! {
     #[test]
     fn a_plan_never_overcommits_and_never_preempts_equal_or_higher_priority(
         g in gen_strategy(),
-        queue in 0usize..4,
+        queue in 0usize..5,
         pct in prop_oneof![Just(0u32), Just(100)],
     ) {
         let v = build(&g);
-        let queue = [QueueStrategy::Fifo, QueueStrategy::Priority, QueueStrategy::Fair, QueueStrategy::Backfill][queue];
+        let queue = [QueueStrategy::Fifo, QueueStrategy::Priority, QueueStrategy::Fair, QueueStrategy::Backfill, QueueStrategy::Fcfs][queue];
         let out = pipeline_with(ProfileConfig {
             queue,
             percentage_of_workers_to_score: pct,
@@ -1616,6 +1695,30 @@ proptest! {
             }
         }
         assert_no_overcommit(&apply(&v, &out))?;
+    }
+
+    #[test]
+    fn fcfs_never_starts_a_job_submitted_after_a_head_that_waits(g in gen_strategy()) {
+        let v = build(&g);
+        let out = fcfs().schedule(&v);
+        let seq = |id: JobId| v.pending.iter().find(|j| j.id == id).unwrap().seq;
+        let heads: Vec<&Unplaced> = out
+            .unplaced
+            .iter()
+            .filter(|u| waits_fcfs_turn(&u.summary) && !u.summary.starts_with("behind job"))
+            .collect();
+        prop_assert!(heads.len() <= 1, "one profile, one head: {:?}", heads);
+        if let Some(h) = heads.first() {
+            for p in &out.placements {
+                prop_assert!(seq(p.job) < seq(h.job), "job {} started behind head {}", p.job, h.job);
+            }
+            for u in &out.unplaced {
+                if u.summary.starts_with("behind job") {
+                    prop_assert!(seq(u.job) > seq(h.job));
+                }
+            }
+        }
+        prop_assert_eq!(out.placements.len() + out.unplaced.len(), v.pending.len());
     }
 
     #[test]
