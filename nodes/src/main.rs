@@ -168,6 +168,7 @@ enum Cmd {
     },
     /// Seeded virtual-time simulations of the scheduler and autoscaler (scenarios in TOML; the
     /// last line of stdout is JSON).
+    #[command(long_about = sim::SIM_ABOUT)]
     Sim {
         #[command(subcommand)]
         cmd: sim::SimCmd,

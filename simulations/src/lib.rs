@@ -11,13 +11,18 @@
 //! * [`model`]: pools, providers, workers, jobs, faults, invariants; one [`model::Simulation`].
 //! * [`metrics`]: waits, turnaround, bounded slowdown, utilisation, cost, fairness.
 //! * [`scenario`]: TOML scenarios running several configurations side by side, and the output.
+//! * [`plots`]: SVG plots (plotters) of queue length, pool sizes, utilisation and wait CDFs.
 
 pub mod engine;
 pub mod metrics;
 pub mod model;
+pub mod plots;
 pub mod rng;
 pub mod scenario;
 pub mod workload;
 
-pub use model::{Fault, PoolConfig, RunConfig, RunResult, Simulation, Violation};
+pub use metrics::SloConfig;
+pub use model::{
+    Fault, PoolConfig, RunConfig, RunResult, Sample, Simulation, TimeSeries, Violation,
+};
 pub use scenario::{Report, Scenario};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use hodei_runtime::Priority;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bounded slowdown's threshold: jobs shorter than this count as this long (Feitelson).
 pub const SLOWDOWN_TAU_MS: u64 = 10_000;
@@ -128,6 +128,55 @@ pub struct Metrics {
     pub lost_attempts: u64,
     /// Provisioned workers that never registered.
     pub provisioning_failures: u64,
+    /// Jobs with a wait-time SLO (`[slo]` of the scenario).
+    pub slo_jobs: u64,
+    /// Of those, jobs that waited longer than their SLO or never started.
+    pub slo_misses: u64,
+    /// `slo_misses` ÷ `slo_jobs`, %.
+    pub slo_miss_pct: f64,
+}
+
+/// `[slo]` of a scenario: the longest acceptable wait (first start − arrival) per priority.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloConfig {
+    /// Seconds per priority (`high = 30`).
+    pub wait_s: BTreeMap<Priority, f64>,
+    /// Seconds for priorities not listed (none: no SLO for them).
+    pub default_wait_s: Option<f64>,
+}
+
+impl SloConfig {
+    /// The wait SLO of a priority, if any.
+    pub fn wait_ms(&self, p: Priority) -> Option<u64> {
+        self.wait_s
+            .get(&p)
+            .copied()
+            .or(self.default_wait_s)
+            .map(|s| (s * 1000.0) as u64)
+    }
+
+    /// Fills `slo_jobs`, `slo_misses` and `slo_miss_pct`: a job misses when it waited longer
+    /// than its priority's SLO, or never started.
+    pub fn apply(&self, jobs: &[JobRecord], m: &mut Metrics) {
+        let (mut n, mut missed) = (0u64, 0u64);
+        for j in jobs {
+            let Some(limit) = self.wait_ms(j.priority) else {
+                continue;
+            };
+            n += 1;
+            if j.start_ms.is_none_or(|s| s - j.arrival_ms > limit) {
+                missed += 1;
+            }
+        }
+        m.slo_jobs = n;
+        m.slo_misses = missed;
+        m.slo_miss_pct = if n == 0 {
+            0.0
+        } else {
+            missed as f64 * 100.0 / n as f64
+        };
+    }
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -230,6 +279,9 @@ impl Metrics {
             crashes: c.crashes,
             lost_attempts: c.lost_attempts,
             provisioning_failures: c.provisioning_failures,
+            slo_jobs: 0,
+            slo_misses: 0,
+            slo_miss_pct: 0.0,
         }
     }
 }
@@ -247,5 +299,37 @@ mod tests {
         assert!((jain(&[1.0, 0.0]) - 0.5).abs() < 1e-9);
         assert_eq!(bounded_slowdown(5_000, 1_000), 1.0);
         assert_eq!(bounded_slowdown(40_000, 20_000), 2.0);
+    }
+
+    #[test]
+    fn a_job_misses_its_slo_when_it_waits_longer_or_never_starts() {
+        let rec = |priority, start_ms| JobRecord {
+            job: 0,
+            tenant: "t".into(),
+            priority,
+            arrival_ms: 1_000,
+            start_ms,
+            end_ms: 100_000,
+            run_ms: 10_000,
+            cpu_millis: 1000,
+            succeeded: start_ms.is_some(),
+            reason: "x".into(),
+            attempts: 1,
+            preempted: 0,
+        };
+        let jobs = [
+            rec(Priority::High, Some(11_000)), // waited 10 s: within 10 s
+            rec(Priority::High, Some(11_001)), // missed
+            rec(Priority::High, None),         // never started: missed
+            rec(Priority::Low, Some(90_000)),  // no SLO for low
+        ];
+        let slo = SloConfig {
+            wait_s: BTreeMap::from([(Priority::High, 10.0)]),
+            default_wait_s: None,
+        };
+        let mut m = Metrics::default();
+        slo.apply(&jobs, &mut m);
+        assert_eq!((m.slo_jobs, m.slo_misses), (3, 2));
+        assert!((m.slo_miss_pct - 66.666).abs() < 0.01);
     }
 }

@@ -57,6 +57,10 @@ pub struct PoolConfig {
     pub cost_per_hour: f64,
     /// Run the autoscaler on this pool (off = a fixed set of `initial_workers`).
     pub autoscale: bool,
+    /// Machines the pool's workers run on (0 = every worker on its own machine). A new worker
+    /// goes to the up node with the fewest live workers of the pool; a `node_crash` fault takes
+    /// one down with all its workers.
+    pub nodes: u32,
     /// The production scaling policy.
     pub scaling: ScalingPolicy,
 }
@@ -75,6 +79,7 @@ impl Default for PoolConfig {
             provision_failure_pct: 0.0,
             cost_per_hour: 0.10,
             autoscale: true,
+            nodes: 0,
             scaling: ScalingPolicy::default(),
         }
     }
@@ -115,6 +120,45 @@ pub enum Fault {
         /// Which pool.
         pool: String,
     },
+    /// Node `node` (0-based, of the pool's `nodes`) crashes at `at_s` with every worker on it:
+    /// their attempts are lost, found after `detection_delay_ms` and retried; workers still
+    /// provisioning there never register. The node restarts `down_s` later: a fixed pool
+    /// provisions the workers it had there again; an autoscaled pool refills through the
+    /// autoscaler (new workers avoid the node while it is down).
+    NodeCrash {
+        /// When.
+        at_s: f64,
+        /// Which pool.
+        pool: String,
+        /// Which node of the pool.
+        node: u32,
+        /// How long it stays down.
+        down_s: f64,
+    },
+    /// Provisioning of `pool` between `at_s` and `at_s + duration_s` takes `factor` times the
+    /// provider's start-up latency.
+    SlowProvisioning {
+        /// When.
+        at_s: f64,
+        /// How long.
+        duration_s: f64,
+        /// Which pool.
+        pool: String,
+        /// Latency multiplier (>= 1).
+        factor: f64,
+    },
+    /// `count` registered workers of `pool` (drawn from the seed) become slow at `at_s`: every
+    /// attempt started on them afterwards runs `factor` times its run time.
+    SlowWorkers {
+        /// When.
+        at_s: f64,
+        /// Which pool.
+        pool: String,
+        /// How many workers.
+        count: u32,
+        /// Run-time multiplier (>= 1).
+        factor: f64,
+    },
 }
 
 /// One scheduler/autoscaler configuration of a scenario (`[[configs]]`).
@@ -139,6 +183,9 @@ pub struct RunConfig {
     /// and the scheduler runs at the next multiple of this interval (a scheduler actor's cycle;
     /// what large runs need).
     pub schedule_interval_ms: u64,
+    /// Virtual time between two samples of the time series (queue length, pool sizes,
+    /// utilisation) at the start; doubles whenever `SAMPLES_MAX` samples are kept.
+    pub sample_interval_ms: u64,
 }
 
 impl Default for RunConfig {
@@ -152,6 +199,7 @@ impl Default for RunConfig {
             detection_delay_ms: 15_000,
             time_limit: TimeLimit::Actual,
             schedule_interval_ms: 0,
+            sample_interval_ms: 10_000,
         }
     }
 }
@@ -194,17 +242,95 @@ pub struct RunResult {
     pub sim_ms: u64,
     /// Workers ever started.
     pub workers: u64,
+    /// Queue length, pool sizes and utilisation sampled over virtual time.
+    pub series: TimeSeries,
+}
+
+/// Most samples kept per run: when full, every other sample is dropped and the interval doubles.
+pub const SAMPLES_MAX: usize = 1000;
+
+/// The state of a run at one instant (between events).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    /// Virtual time.
+    pub t_ms: u64,
+    /// Pending jobs.
+    pub pending: u32,
+    /// Running attempts.
+    pub running: u32,
+    /// Per pool (scenario order): registered workers (idle, busy or draining).
+    pub registered: Vec<u32>,
+    /// Per pool: workers provisioning.
+    pub provisioning: Vec<u32>,
+    /// Allocated cpu ÷ cpu of registered workers, %.
+    pub allocated_pct: f64,
+}
+
+/// Samples at a fixed interval of virtual time, at most [`SAMPLES_MAX`] of them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimeSeries {
+    /// Current interval between samples.
+    pub interval_ms: u64,
+    /// Samples in time order.
+    pub samples: Vec<Sample>,
+    #[serde(skip)]
+    next_ms: u64,
+}
+
+impl TimeSeries {
+    fn new(interval_ms: u64) -> TimeSeries {
+        TimeSeries {
+            interval_ms: interval_ms.max(1),
+            samples: Vec::new(),
+            next_ms: 0,
+        }
+    }
+
+    fn push(&mut self, s: Sample) {
+        self.samples.push(s);
+        self.next_ms += self.interval_ms;
+        if self.samples.len() >= SAMPLES_MAX {
+            let mut i = 0;
+            self.samples.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.interval_ms *= 2;
+            self.next_ms = self.samples.last().map_or(0, |s| s.t_ms) + self.interval_ms;
+        }
+    }
 }
 
 #[derive(Debug)]
 enum Ev {
     Arrive(usize),
-    Finish { job: usize, attempt: u32 },
+    Finish {
+        job: usize,
+        attempt: u32,
+    },
     Ready(u64),
     Tick,
-    Crash { pool: usize, count: u32 },
+    Crash {
+        pool: usize,
+        count: u32,
+    },
     Detect(u64),
     Schedule,
+    NodeDown {
+        pool: usize,
+        node: u32,
+        down_ms: u64,
+    },
+    NodeUp {
+        pool: usize,
+        node: u32,
+        workers: u32,
+    },
+    Slow {
+        pool: usize,
+        count: u32,
+        factor: f64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +371,10 @@ struct Worker {
     provisioned_at_ms: u64,
     registered_at_ms: Option<u64>,
     crashed: bool,
+    /// The node it runs on (pools with `nodes` > 0).
+    node: Option<u32>,
+    /// Attempts started here run this many times their run time (slow-worker fault).
+    slow_factor: f64,
 }
 
 struct Pool {
@@ -254,6 +384,10 @@ struct Pool {
     history: ScalingHistory,
     next_index: u64,
     outage_until_ms: Vec<(u64, u64)>,
+    /// Slow-provisioning windows: (from, until, latency factor).
+    slow_until_ms: Vec<(u64, u64, f64)>,
+    /// Per node: down.
+    node_down: Vec<bool>,
 }
 
 /// One run of one configuration on one workload.
@@ -289,6 +423,9 @@ pub struct Simulation {
     view_members_dirty: bool,
     view_touched: BTreeSet<u64>,
     view_running_ix: BTreeMap<usize, usize>,
+    series: TimeSeries,
+    progress: Option<indicatif::ProgressBar>,
+    progress_reported: usize,
 }
 
 impl Simulation {
@@ -344,6 +481,8 @@ impl Simulation {
                 history: ScalingHistory::default(),
                 next_index: 0,
                 outage_until_ms: Vec::new(),
+                slow_until_ms: Vec::new(),
+                node_down: vec![false; p.nodes as usize],
             });
         }
         let mut sim_jobs = Vec::with_capacity(jobs.len());
@@ -391,6 +530,9 @@ impl Simulation {
             view_members_dirty: true,
             view_touched: BTreeSet::new(),
             view_running_ix: BTreeMap::new(),
+            series: TimeSeries::new(cfg.sample_interval_ms),
+            progress: None,
+            progress_reported: 0,
         };
         for (i, j) in jobs.iter().enumerate() {
             sim.q.push(j.arrival_ms, Ev::Arrive(i));
@@ -418,6 +560,60 @@ impl Simulation {
                         .outage_until_ms
                         .push((from, from + (duration_s * 1000.0) as u64));
                 }
+                Fault::NodeCrash {
+                    at_s,
+                    pool,
+                    node,
+                    down_s,
+                } => {
+                    let p = sim.pool_index(pool)?;
+                    if *node >= sim.pools[p].cfg.nodes {
+                        anyhow::bail!(
+                            "fault node_crash: node {node} of pool {pool}, which has {} nodes",
+                            sim.pools[p].cfg.nodes
+                        );
+                    }
+                    sim.q.push(
+                        (at_s * 1000.0) as u64,
+                        Ev::NodeDown {
+                            pool: p,
+                            node: *node,
+                            down_ms: (down_s * 1000.0) as u64,
+                        },
+                    );
+                }
+                Fault::SlowProvisioning {
+                    at_s,
+                    duration_s,
+                    pool,
+                    factor,
+                } => {
+                    let p = sim.pool_index(pool)?;
+                    check_factor("slow_provisioning", *factor)?;
+                    let from = (at_s * 1000.0) as u64;
+                    sim.pools[p].slow_until_ms.push((
+                        from,
+                        from + (duration_s * 1000.0) as u64,
+                        *factor,
+                    ));
+                }
+                Fault::SlowWorkers {
+                    at_s,
+                    pool,
+                    count,
+                    factor,
+                } => {
+                    let p = sim.pool_index(pool)?;
+                    check_factor("slow_workers", *factor)?;
+                    sim.q.push(
+                        (at_s * 1000.0) as u64,
+                        Ev::Slow {
+                            pool: p,
+                            count: *count,
+                            factor: *factor,
+                        },
+                    );
+                }
             }
         }
         for p in 0..sim.pools.len() {
@@ -428,7 +624,9 @@ impl Simulation {
                 .or(sim.pools[p].cfg.initial_workers)
                 .unwrap_or(sim.pools[p].policy.min_workers);
             for _ in 0..n {
+                let node = sim.pick_node(p).unwrap_or(None);
                 let k = sim.add_worker(p);
+                sim.workers.get_mut(&k).expect("worker").node = node;
                 sim.register(k);
             }
         }
@@ -436,6 +634,11 @@ impl Simulation {
             sim.q.push(0, Ev::Tick);
         }
         Ok(sim)
+    }
+
+    /// Reports progress (jobs ended) to `bar` while running.
+    pub fn set_progress(&mut self, bar: indicatif::ProgressBar) {
+        self.progress = Some(bar);
     }
 
     fn pool_index(&self, name: &str) -> anyhow::Result<usize> {
@@ -456,6 +659,10 @@ impl Simulation {
     /// Runs to the end: every job terminal, no event left.
     pub fn run(mut self) -> Result<RunResult, Violation> {
         while let Some(t) = self.q.peek_time() {
+            // The state between events is constant: samples due before `t` see it as it is.
+            while self.series.next_ms < t {
+                self.sample(self.series.next_ms);
+            }
             self.now_ms = t;
             let mut dirty = false;
             while self.q.peek_time() == Some(t) {
@@ -471,7 +678,14 @@ impl Simulation {
                     self.q.push((t / every + 1) * every, Ev::Schedule);
                 }
             }
+            if let Some(bar) = &self.progress
+                && self.terminal >= self.progress_reported + (self.jobs.len() / 500).max(1)
+            {
+                bar.set_position(self.terminal as u64);
+                self.progress_reported = self.terminal;
+            }
         }
+        self.sample(self.now_ms);
         // Nothing left to happen: what still waits can never run.
         let left: Vec<usize> = self.pending.iter().copied().collect();
         for j in left {
@@ -516,7 +730,7 @@ impl Simulation {
                 let Some(w) = self.workers.get(&k) else {
                     return Ok(false);
                 };
-                if w.state != WorkerState::Provisioning {
+                if w.state != WorkerState::Provisioning || w.crashed {
                     return Ok(false);
                 }
                 self.register(k);
@@ -558,7 +772,11 @@ impl Simulation {
                 Ok(false)
             }
             Ev::Detect(k) => {
-                let lost: Vec<usize> = self.workers[&k].running.iter().copied().collect();
+                // Already gone (retired while idle, or destroyed after its register timeout).
+                let Some(w) = self.workers.get(&k) else {
+                    return Ok(false);
+                };
+                let lost: Vec<usize> = w.running.iter().copied().collect();
                 self.log
                     .record(now, format_args!("lost {}", self.workers[&k].id));
                 for j in lost {
@@ -575,7 +793,157 @@ impl Simulation {
                 self.terminate(k);
                 Ok(true)
             }
+            Ev::NodeDown {
+                pool,
+                node,
+                down_ms,
+            } => {
+                self.pools[pool].node_down[node as usize] = true;
+                let on_node: Vec<u64> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.pool == pool && w.node == Some(node) && !w.crashed)
+                    .map(|(k, _)| *k)
+                    .collect();
+                self.log.record(
+                    now,
+                    format_args!(
+                        "node down {}-node-{node} with {} workers",
+                        self.pools[pool].cfg.name,
+                        on_node.len()
+                    ),
+                );
+                for &k in &on_node {
+                    let w = self.workers.get_mut(&k).expect("worker");
+                    w.crashed = true;
+                    if w.registered_at_ms.is_some() {
+                        self.counters.crashes += 1;
+                    }
+                    self.q
+                        .push(now + self.cfg.detection_delay_ms, Ev::Detect(k));
+                }
+                self.q.push(
+                    now + down_ms,
+                    Ev::NodeUp {
+                        pool,
+                        node,
+                        workers: on_node.len() as u32,
+                    },
+                );
+                Ok(false)
+            }
+            Ev::NodeUp {
+                pool,
+                node,
+                workers,
+            } => {
+                self.pools[pool].node_down[node as usize] = false;
+                self.log.record(
+                    now,
+                    format_args!("node up {}-node-{node}", self.pools[pool].cfg.name),
+                );
+                if !self.pools[pool].cfg.autoscale {
+                    // A fixed pool's workers come back with their machine.
+                    for _ in 0..workers {
+                        let k = self.add_worker(pool);
+                        self.workers.get_mut(&k).expect("worker").node = Some(node);
+                        let delay = self.startup_delay_ms(pool);
+                        self.log
+                            .record(now, format_args!("provision {}", self.workers[&k].id));
+                        self.q.push(now + delay, Ev::Ready(k));
+                    }
+                }
+                Ok(false)
+            }
+            Ev::Slow {
+                pool,
+                count,
+                factor,
+            } => {
+                let mut live: Vec<u64> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.pool == pool && w.registered_at_ms.is_some() && !w.crashed)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for _ in 0..count.min(live.len() as u32) {
+                    let i = self.fault_rng.range(0, live.len() as u64 - 1) as usize;
+                    let k = live.remove(i);
+                    let w = self.workers.get_mut(&k).expect("worker");
+                    w.slow_factor = factor;
+                    self.log
+                        .record(now, format_args!("slow {} x{factor}", w.id));
+                }
+                Ok(false)
+            }
         }
+    }
+
+    /// The provider's start-up latency for a worker of pool `p` provisioned now (slow
+    /// provisioning windows multiply it).
+    fn startup_delay_ms(&mut self, p: usize) -> u64 {
+        let pool = &self.pools[p];
+        let base = self
+            .provider_rng
+            .range(pool.cfg.startup_ms[0], pool.cfg.startup_ms[1]);
+        let now = self.now_ms;
+        let factor = pool
+            .slow_until_ms
+            .iter()
+            .filter(|(a, b, _)| (*a..*b).contains(&now))
+            .map(|(_, _, f)| *f)
+            .fold(1.0, f64::max);
+        (base as f64 * factor) as u64
+    }
+
+    /// The up node of pool `p` with the fewest live workers (`None`: no node model, or every
+    /// node down).
+    fn pick_node(&self, p: usize) -> Result<Option<u32>, ()> {
+        let pool = &self.pools[p];
+        if pool.cfg.nodes == 0 {
+            return Ok(None);
+        }
+        let mut count = vec![0u32; pool.cfg.nodes as usize];
+        for w in self.workers.values() {
+            if w.pool == p
+                && !w.crashed
+                && let Some(n) = w.node
+            {
+                count[n as usize] += 1;
+            }
+        }
+        (0..pool.cfg.nodes)
+            .filter(|&n| !pool.node_down[n as usize])
+            .min_by_key(|&n| (count[n as usize], n))
+            .map(Some)
+            .ok_or(())
+    }
+
+    fn sample(&mut self, t_ms: u64) {
+        let n = self.pools.len();
+        let (mut registered, mut provisioning) = (vec![0u32; n], vec![0u32; n]);
+        let (mut alloc, mut cap) = (0u64, 0u64);
+        for w in self.workers.values() {
+            if w.registered_at_ms.is_some() {
+                registered[w.pool] += 1;
+                alloc += w.allocated.cpu_millis;
+                cap += w.capacity.cpu_millis;
+            } else {
+                provisioning[w.pool] += 1;
+            }
+        }
+        self.series.push(Sample {
+            t_ms,
+            pending: self.pending.len() as u32,
+            running: self.running.len() as u32,
+            registered,
+            provisioning,
+            allocated_pct: if cap == 0 {
+                0.0
+            } else {
+                alloc as f64 * 100.0 / cap as f64
+            },
+        });
     }
 
     fn add_worker(&mut self, p: usize) -> u64 {
@@ -597,6 +965,8 @@ impl Simulation {
             provisioned_at_ms: self.now_ms,
             registered_at_ms: None,
             crashed: false,
+            node: None,
+            slow_factor: 1.0,
         };
         self.by_id.insert(id, k);
         self.workers.insert(k, w);
@@ -861,6 +1231,7 @@ impl Simulation {
         }
         w.state = WorkerState::Busy;
         let crashed = w.crashed;
+        let slow_factor = w.slow_factor;
         let job = &mut self.jobs[j];
         job.state = JState::Running(k);
         job.start_ms = now;
@@ -882,7 +1253,11 @@ impl Simulation {
             }
         }
         let attempt = job.attempt;
-        let run_ms = job.spec.run_ms;
+        let run_ms = if slow_factor == 1.0 {
+            job.spec.run_ms
+        } else {
+            (job.spec.run_ms as f64 * slow_factor) as u64
+        };
         self.view_touched.insert(k);
         let rj = self.running_job(j, k);
         self.view_running_ix.insert(j, self.cv.running.len());
@@ -976,16 +1351,18 @@ impl Simulation {
                 changed = true;
             }
             for _ in 0..d.provision {
+                let node = self.pick_node(p);
                 let k = self.add_worker(p);
+                self.workers.get_mut(&k).expect("worker").node = node.unwrap_or(None);
                 let pool = &self.pools[p];
                 let out = pool
                     .outage_until_ms
                     .iter()
                     .any(|(a, b)| (*a..*b).contains(&now));
-                let fails = out || self.provider_rng.chance_pct(pool.cfg.provision_failure_pct);
-                let delay = self
-                    .provider_rng
-                    .range(pool.cfg.startup_ms[0], pool.cfg.startup_ms[1]);
+                let fails = out
+                    || node.is_err()
+                    || self.provider_rng.chance_pct(pool.cfg.provision_failure_pct);
+                let delay = self.startup_delay_ms(p);
                 self.log
                     .record(now, format_args!("provision {}", self.workers[&k].id));
                 if !fails {
@@ -1064,6 +1441,14 @@ impl Simulation {
             jobs: records,
             sim_ms: end,
             workers: self.counters.workers_started,
+            series: self.series,
         })
     }
+}
+
+fn check_factor(fault: &str, factor: f64) -> anyhow::Result<()> {
+    if !(1.0..=1000.0).contains(&factor) {
+        anyhow::bail!("fault {fault}: factor {factor} must be between 1 and 1000");
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::SloConfig;
 use crate::model::{Fault, PoolConfig, RunConfig, RunResult, Simulation, TimeLimit};
 use crate::workload::{self, WorkloadConfig, WorkloadKind};
 
@@ -27,6 +28,9 @@ pub struct Scenario {
     /// Scripted faults.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Wait-time SLOs per priority (counted as `slo_misses`).
+    #[serde(default)]
+    pub slo: SloConfig,
     /// Configurations run side by side.
     pub configs: Vec<RunConfig>,
 }
@@ -79,6 +83,18 @@ impl Scenario {
 
     /// Runs every configuration with `seed`; `base` resolves trace paths.
     pub fn run(&self, seed: u64, base: &Path, keep_log: bool) -> anyhow::Result<Report> {
+        self.run_with(seed, base, keep_log, false)
+    }
+
+    /// [`Scenario::run`], with a progress bar per configuration on stderr when `progress` (and
+    /// stderr is a terminal).
+    pub fn run_with(
+        &self,
+        seed: u64,
+        base: &Path,
+        keep_log: bool,
+        progress: bool,
+    ) -> anyhow::Result<Report> {
         let started = Instant::now();
         let w = workload::build(&self.workload, seed, base)?;
         let mut notes = Vec::new();
@@ -96,8 +112,17 @@ impl Scenario {
         }
         let mut runs = Vec::new();
         for c in &self.configs {
-            let sim = Simulation::new(seed, &self.pools, c, &w.jobs, &self.faults, keep_log)?;
-            let r = sim.run().map_err(anyhow::Error::new)?;
+            let mut sim = Simulation::new(seed, &self.pools, c, &w.jobs, &self.faults, keep_log)?;
+            let bar = progress.then(|| progress_bar(&c.name, w.jobs.len()));
+            if let Some(b) = &bar {
+                sim.set_progress(b.clone());
+            }
+            let r = sim.run();
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let mut r = r.map_err(anyhow::Error::new)?;
+            self.slo.apply(&r.jobs, &mut r.metrics);
             runs.push(r);
         }
         let mut h = crate::engine::EventLog::new(false);
@@ -117,6 +142,25 @@ impl Scenario {
             runs,
         })
     }
+}
+
+/// A bar counting the jobs that ended; drawn only when stderr is a terminal.
+fn progress_bar(config: &str, jobs: usize) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    let target = if std::io::stderr().is_terminal() {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(Some(jobs as u64), target);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>14} [{bar:40}] {pos}/{len} jobs ended ({elapsed})",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(config.to_string());
+    bar
 }
 
 impl Report {
@@ -154,6 +198,7 @@ impl Report {
             "idle w·s",
             "cost",
             "jain",
+            "slo miss",
             "log hash",
         ]);
         for r in &self.runs {
@@ -174,14 +219,20 @@ impl Report {
                 format!("{:.0}", m.idle_worker_s),
                 format!("{:.2}", m.cost),
                 format!("{:.3}", m.jain_fairness),
+                if m.slo_jobs == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{}/{}", m.slo_misses, m.slo_jobs)
+                },
                 r.log.hash_hex(),
             ]);
         }
         t.to_string()
     }
 
-    /// Writes `<scenario>.json` (metrics per config), `<scenario>.csv` (one row per config) and,
-    /// when the log was kept, `<scenario>-<config>.log` into `dir`.
+    /// Writes `<scenario>.json` (metrics per config), `<scenario>.csv` (one row per config),
+    /// `<scenario>-series.csv` (the sampled time series), the SVG plots (see [`crate::plots`])
+    /// and, when the log was kept, `<scenario>-<config>.log` into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut written = Vec::new();
@@ -216,6 +267,31 @@ impl Report {
             writeln!(f, "{},{}", r.name, row.join(","))?;
         }
         written.push(p);
+        let p = dir.join(format!("{}-series.csv", self.scenario));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&p)?);
+        writeln!(
+            f,
+            "config,t_s,pending,running,allocated_pct,registered,provisioning"
+        )?;
+        for r in &self.runs {
+            for s in &r.series.samples {
+                let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+                writeln!(
+                    f,
+                    "{},{},{},{},{:.2},{},{}",
+                    r.name,
+                    s.t_ms as f64 / 1000.0,
+                    s.pending,
+                    s.running,
+                    s.allocated_pct,
+                    join(&s.registered),
+                    join(&s.provisioning)
+                )?;
+            }
+        }
+        f.flush()?;
+        written.push(p);
+        written.extend(crate::plots::write(self, dir)?);
         for r in &self.runs {
             if !r.log.lines().is_empty() {
                 let p = dir.join(format!("{}-{}.log", self.scenario, r.name));

@@ -51,6 +51,9 @@ pub enum WorkloadKind {
     Poisson,
     /// `burst_jobs` jobs at once every `burst_every_s`, plus Poisson background at `rate_per_s`.
     Bursty,
+    /// Poisson arrivals whose rate follows a day: `rate_per_s × (1 + diurnal_amplitude ×
+    /// cos(2π (t − diurnal_peak_s) / diurnal_period_s))` (drawn by thinning).
+    Diurnal,
     /// Standard Workload Format trace at `path`.
     Swf,
     /// CSV trace at `path` (format in the module docs).
@@ -100,6 +103,12 @@ pub struct WorkloadConfig {
     pub path: Option<String>,
     /// SWF: millicores per processor.
     pub cpu_millis_per_processor: u64,
+    /// Diurnal: relative swing of the rate around `rate_per_s` (0 = flat, 1 = zero at night).
+    pub diurnal_amplitude: f64,
+    /// Diurnal: length of a day (seconds).
+    pub diurnal_period_s: f64,
+    /// Diurnal: time of the daily peak within the period (seconds; 50,400 = 14:00).
+    pub diurnal_peak_s: f64,
     /// Arrival times are multiplied by this (0.5 = the same jobs in half the time: twice the
     /// load). Traces whose submit times are really start times need < 1 to show contention.
     pub arrival_scale: f64,
@@ -123,6 +132,9 @@ impl Default for WorkloadConfig {
             path: None,
             cpu_millis_per_processor: 1000,
             arrival_scale: 1.0,
+            diurnal_amplitude: 0.8,
+            diurnal_period_s: 86_400.0,
+            diurnal_peak_s: 50_400.0,
         }
     }
 }
@@ -139,7 +151,7 @@ pub struct Workload {
 /// Builds the workload of a scenario. `base` is the scenario file's directory.
 pub fn build(cfg: &WorkloadConfig, seed: u64, base: &Path) -> anyhow::Result<Workload> {
     let mut w = match cfg.kind {
-        WorkloadKind::Poisson | WorkloadKind::Bursty => Workload {
+        WorkloadKind::Poisson | WorkloadKind::Bursty | WorkloadKind::Diurnal => Workload {
             jobs: generate(cfg, seed)?,
             warnings: Vec::new(),
         },
@@ -187,9 +199,29 @@ fn generate(cfg: &WorkloadConfig, seed: u64) -> anyhow::Result<Vec<JobSpec>> {
     if cfg.tenants.is_empty() || cfg.priorities.is_empty() {
         bail!("workload.tenants and workload.priorities must not be empty");
     }
-    if cfg.rate_per_s <= 0.0 && cfg.kind == WorkloadKind::Poisson {
+    if cfg.rate_per_s <= 0.0 && matches!(cfg.kind, WorkloadKind::Poisson | WorkloadKind::Diurnal) {
         bail!("workload.rate_per_s {}: must be positive", cfg.rate_per_s);
     }
+    if cfg.kind == WorkloadKind::Diurnal {
+        if !(0.0..=1.0).contains(&cfg.diurnal_amplitude) {
+            bail!(
+                "workload.diurnal_amplitude {}: must be between 0 and 1",
+                cfg.diurnal_amplitude
+            );
+        }
+        if cfg.diurnal_period_s.is_nan() || cfg.diurnal_period_s <= 0.0 {
+            bail!(
+                "workload.diurnal_period_s {}: must be positive",
+                cfg.diurnal_period_s
+            );
+        }
+    }
+    // Diurnal thinning: candidates at the peak rate, kept with probability rate(t) / peak.
+    let peak_rate = cfg.rate_per_s * (1.0 + cfg.diurnal_amplitude);
+    let rate_at = |t_s: f64| {
+        let phase = std::f64::consts::TAU * (t_s - cfg.diurnal_peak_s) / cfg.diurnal_period_s;
+        cfg.rate_per_s * (1.0 + cfg.diurnal_amplitude * phase.cos())
+    };
     let mut arrivals = Rng::stream(seed, 1);
     let mut shape = Rng::stream(seed, 2);
     let mut t_s = 0.0f64;
@@ -207,6 +239,13 @@ fn generate(cfg: &WorkloadConfig, seed: u64) -> anyhow::Result<Vec<JobSpec>> {
             burst_left -= 1;
             // A burst spreads over its first second.
             t_s + arrivals.unit()
+        } else if cfg.kind == WorkloadKind::Diurnal {
+            loop {
+                t_s += arrivals.exp(1.0 / peak_rate);
+                if arrivals.unit() * peak_rate <= rate_at(t_s) {
+                    break t_s;
+                }
+            }
         } else {
             t_s += arrivals.exp(1.0 / cfg.rate_per_s);
             if cfg.kind == WorkloadKind::Bursty && t_s >= next_burst_s {
@@ -388,6 +427,47 @@ mod tests {
         assert_eq!(w.warnings.len(), 2);
         assert!(w.warnings[0].starts_with("line 5:"));
         assert!(w.warnings[1].starts_with("line 6:"));
+    }
+
+    #[test]
+    fn diurnal_arrivals_crowd_around_the_daily_peak() {
+        let cfg = WorkloadConfig {
+            kind: WorkloadKind::Diurnal,
+            jobs: 4000,
+            rate_per_s: 0.01,
+            diurnal_amplitude: 0.8,
+            ..WorkloadConfig::default()
+        };
+        let jobs = generate(&cfg, 9).unwrap();
+        assert_eq!(jobs, generate(&cfg, 9).unwrap(), "seeded");
+        // Hours 08:00-20:00 around the 14:00 peak against 20:00-08:00: expected ratio
+        // (1/2 + 0.8/π) / (1/2 − 0.8/π) ≈ 3.1.
+        let (mut day, mut night) = (0u32, 0u32);
+        for j in &jobs {
+            let hour = (j.arrival_ms / 3_600_000) % 24;
+            if (8..20).contains(&hour) {
+                day += 1;
+            } else {
+                night += 1;
+            }
+        }
+        assert!(day > 2 * night, "day {day}, night {night}");
+        // The mean rate is kept: 4000 jobs at 0.01/s take about 4.6 days.
+        let days = jobs.last().unwrap().arrival_ms as f64 / 86_400_000.0;
+        assert!((3.5..6.0).contains(&days), "{days} days");
+        let flat = WorkloadConfig {
+            diurnal_amplitude: 0.0,
+            ..cfg.clone()
+        };
+        let flat = generate(&flat, 9).unwrap();
+        let day_flat = flat
+            .iter()
+            .filter(|j| (8..20).contains(&((j.arrival_ms / 3_600_000) % 24)))
+            .count() as f64;
+        assert!(
+            (day_flat / 4000.0 - 0.5).abs() < 0.05,
+            "amplitude 0 is flat"
+        );
     }
 
     #[test]
