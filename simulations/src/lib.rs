@@ -7,9 +7,10 @@
 //!
 //! * [`engine`]: the event queue (ordered by `(time, seq)`) and the hashed event log.
 //! * [`rng`]: the one seeded random source (SplitMix64 streams split from the master seed).
-//! * [`workload`]: Poisson and bursty generators; SWF and CSV trace replay.
-//! * [`model`]: pools, providers, workers, jobs, faults, invariants; one [`model::Simulation`].
-//! * [`metrics`]: waits, turnaround, bounded slowdown, utilisation, cost, fairness.
+//! * [`workload`]: Poisson, bursty and diurnal generators; SWF and CSV trace replay.
+//! * [`model`]: pools, providers, nodes, workers, jobs, faults, invariants, the sampled time
+//!   series; one [`model::Simulation`].
+//! * [`metrics`]: waits, turnaround, bounded slowdown, utilisation, cost, fairness, SLO misses.
 //! * [`scenario`]: TOML scenarios running several configurations side by side, and the output.
 //! * [`plots`]: SVG plots (plotters) of queue length, pool sizes, utilisation and wait CDFs.
 

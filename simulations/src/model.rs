@@ -3,7 +3,9 @@
 //! [`Pipeline::schedule`] on a [`ClusterView`] built from this state (only after something
 //! changed: an arrival, an end, a worker registering or going away) and [`decide_pool`] on every
 //! autoscaler tick. Worker failure is one crash event plus one detection event
-//! `detection_delay_ms` later (what missed heartbeats would find), not a heartbeat per second.
+//! `detection_delay_ms` later (what missed heartbeats would find), not a heartbeat per second; a
+//! node crash is the same for every worker on the node, plus a restart event. Slow workers and
+//! slow provisioning only stretch the durations drawn for them.
 //!
 //! Invariants are checked where values change: a bind never over-commits a worker nor starts a
 //! second live attempt of a job; a tenant never exceeds its quota; a pool never exceeds

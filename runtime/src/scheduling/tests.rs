@@ -1317,6 +1317,18 @@ fn explanations_are_optional_serialisable_and_keep_the_top_three() {
 // ------------------------------------------------------------------------------------ config
 
 #[test]
+fn fifo_and_fcfs_are_distinct_queue_names() {
+    let parse = |q: &str| {
+        toml::from_str::<SchedulerConfig>(&format!("[profiles.default]\nqueue = \"{q}\"\n"))
+            .unwrap()
+            .profiles["default"]
+            .queue
+    };
+    assert_eq!(parse("fifo"), QueueStrategy::Fifo);
+    assert_eq!(parse("fcfs"), QueueStrategy::Fcfs);
+}
+
+#[test]
 fn profiles_deserialize_from_toml_and_reject_unknown_fields() {
     let text = r#"
         [profiles.default]
