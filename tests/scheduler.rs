@@ -1,5 +1,5 @@
 //! End-to-end tests of the scheduling pipeline through real nodes and local agents: taints and
-//! tolerations, preemption, weighted fair share, unschedulable reasons and deadlines,
+//! tolerations, preemption, weighted fair share, strict FCFS, unschedulable reasons and deadlines,
 //! `NoExecute` evictions, and the scheduler's series on `/metrics` and `hodei metrics`.
 
 mod common;
@@ -195,6 +195,55 @@ tenant_weights = { alpha = 3, beta = 1 }
         (0.675..=0.825).contains(&share),
         "alpha (weight 3) holds {alpha} and beta (weight 1) {beta} of 16 slots; 3:1 is 12:4\n{}",
         tail(&n.log(), 40)
+    );
+}
+
+#[test]
+fn a_strict_fcfs_queue_keeps_a_small_job_behind_a_wide_one_that_waits_for_capacity() {
+    let n = TestNode::start(NodeOpts {
+        workers: 1,
+        slots: 4,
+        extra: r#"
+[scheduler.profiles.default]
+queue = "fcfs"
+preemption = false
+"#
+        .into(),
+        ..NodeOpts::default()
+    });
+    n.wait_workers(1);
+    // 3 of the worker's 4 cpus held until the gate opens.
+    let gate = n.dir.path().join("gate");
+    let wait_gate = format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display());
+    let blocker = n.submit(&["--cpu", "3", "--shell"], &[&wait_gate]);
+    n.wait_state(blocker, "running", Duration::from_secs(30));
+    let wide = n.submit(&["--cpu", "2"], &["true"]);
+    let small = n.submit(&["--cpu", "1"], &["true"]);
+    // The small job would fit now (first fit would start it); fcfs keeps it behind the wide one.
+    let reason = wait_for(
+        Duration::from_secs(30),
+        "the small job queued behind",
+        || {
+            let j = n.job(small);
+            let r = j["reason"].as_str().unwrap_or_default().to_string();
+            (j["state"] == "pending" && r.contains("(fcfs: waits its turn)")).then_some(r)
+        },
+    );
+    assert_eq!(reason, format!("behind job {wide} (fcfs: waits its turn)"));
+    assert_eq!(n.job(wide)["state"], "pending");
+    std::fs::write(&gate, b"").expect("open the gate");
+    let w = n.wait_state(wide, "succeeded", Duration::from_secs(60));
+    let s = n.wait_state(small, "succeeded", Duration::from_secs(60));
+    let started = |j: &serde_json::Value| j["attempt_history"][0]["started_at"].clone();
+    assert!(
+        started(&w).as_str() <= started(&s).as_str(),
+        "the wide job started first:\n{w}\n{s}"
+    );
+    // Waiting its turn is not a scheduling failure.
+    let text = http_get(&n.metrics_addr(), "/metrics");
+    assert!(
+        !text.contains("hodei_scheduling_failures_total{reason=\"insufficient cpu\"}"),
+        "{text}"
     );
 }
 
