@@ -196,6 +196,7 @@ impl Report {
             "preempt",
             "scale up/down",
             "idle w·s",
+            "live w·s",
             "cost",
             "jain",
             "slo miss",
@@ -217,6 +218,7 @@ impl Report {
                 m.preemptions.to_string(),
                 format!("{}/{}", m.scale_ups, m.scale_downs),
                 format!("{:.0}", m.idle_worker_s),
+                format!("{:.0}", m.worker_s),
                 format!("{:.2}", m.cost),
                 format!("{:.3}", m.jain_fairness),
                 if m.slo_jobs == 0 {
@@ -230,7 +232,8 @@ impl Report {
         t.to_string()
     }
 
-    /// Writes `<scenario>.json` (metrics per config), `<scenario>.csv` (one row per config),
+    /// Writes `<scenario>.json` (metrics and time series per config), `<scenario>.csv` (one row
+    /// per config),
     /// `<scenario>-series.csv` (the sampled time series), the SVG plots (see [`crate::plots`])
     /// and, when the log was kept, `<scenario>-<config>.log` into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -248,6 +251,7 @@ impl Report {
                 "event_log_hash": r.log.hash_hex(),
                 "sim_s": r.sim_ms as f64 / 1000.0,
                 "metrics": r.metrics,
+                "series": r.series,
             })).collect::<Vec<_>>(),
         });
         let p = dir.join(format!("{}.json", self.scenario));

@@ -462,6 +462,8 @@ fn the_output_directory_gets_json_csv_series_and_svg_plots() {
     assert!(csv.lines().next().unwrap().contains("slo_misses"));
     let json = std::fs::read_to_string(out.join("ci-warm-vs-cold.json")).unwrap();
     assert!(json.contains("\"slo_miss_pct\""));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(json["runs"][0]["series"]["samples"][0]["pending"].is_u64());
     for run in &r.runs {
         assert!(!run.series.samples.is_empty());
         assert!(run.series.samples.len() <= hodei_simulations::model::SAMPLES_MAX);
