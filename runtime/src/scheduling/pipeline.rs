@@ -324,9 +324,9 @@ impl Pipeline {
             let Some(head) = blocked_by[p] else {
                 continue;
             };
+            let summary = format!("behind job {head}{FCFS_WAIT_SUFFIX}");
             while let Some(j) = q.next(&st) {
-                let summary = format!("behind job {head}{FCFS_WAIT_SUFFIX}");
-                fail(&mut out, view, &view.pending[j], summary, None);
+                fail(&mut out, view, &view.pending[j], summary.clone(), None);
             }
         }
         out
