@@ -257,6 +257,7 @@ fn a_killed_container_is_a_lost_worker_and_its_job_is_retried_elsewhere() {
         .expect("the killed worker");
     assert_eq!(w["state"], "terminated", "{w}");
     let reason = w["reason"].as_str().unwrap_or("");
+    eprintln!("killed worker: {reason}; attempt 1: {outcome}");
     assert!(
         reason.contains("lost") || reason.contains("container exited"),
         "the worker's reason says what happened: {w}"
