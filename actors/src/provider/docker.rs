@@ -68,6 +68,8 @@ pub struct DockerProviderState {
     destroying: BTreeSet<WorkerId>,
     permits: Arc<Semaphore>,
     watcher: Option<JoinHandle<()>>,
+    /// Orphans were looked for since the last (re)connection.
+    reclaimed: bool,
 }
 
 #[ractor::async_trait]
@@ -101,6 +103,7 @@ impl Actor for DockerProvider {
             containers: BTreeMap::new(),
             destroying: BTreeSet::new(),
             watcher: None,
+            reclaimed: false,
         })
     }
 
@@ -224,6 +227,7 @@ impl DockerProviderState {
         let result = match self.engine.clone() {
             None => self.connect(myself).await,
             Some(engine) => match engine.ping().await {
+                Ok(_) if !self.reclaimed => self.reclaim(&engine).await,
                 Ok(_) => self.reconcile(&engine).await,
                 Err(e) => Err(DockerError::Unreachable {
                     host: self.settings.host.clone(),
@@ -311,8 +315,10 @@ impl DockerProviderState {
     /// provider (left by an earlier run of the node, or by a crashed provider).
     async fn reclaim(&mut self, engine: &Docker) -> Result<(), DockerError> {
         let Some(live) = self.live_workers().await else {
-            return Ok(()); // the control plane is restarting: next time
+            self.reclaimed = false; // the control plane is restarting: next tick
+            return Ok(());
         };
+        self.reclaimed = true;
         let found =
             engine::list_cluster_containers(engine, &self.ctx.cluster_id, Some(&self.name)).await?;
         let mut removed = 0;
