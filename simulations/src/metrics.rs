@@ -36,6 +36,10 @@ pub struct JobRecord {
     pub attempts: u32,
     /// Times preempted.
     pub preempted: u32,
+    /// The worker of the latest attempt (None = never started).
+    pub worker: Option<String>,
+    /// That worker's pool.
+    pub pool: Option<String>,
 }
 
 /// Counters accumulated during a run.
@@ -316,6 +320,8 @@ mod tests {
             reason: "x".into(),
             attempts: 1,
             preempted: 0,
+            worker: None,
+            pool: None,
         };
         let jobs = [
             rec(Priority::High, Some(11_000)), // waited 10 s: within 10 s

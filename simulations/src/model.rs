@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hodei_runtime::scaling::{
-    DecisionKind, PoolState, ScalingHistory, ScalingPolicy, StopMode, WorkerView, decide_pool,
-    demand_by_pool,
+    DecisionKind, POOL_LABEL, PoolState, ScalingHistory, ScalingPolicy, StopMode, WorkerView,
+    decide_pool, demand_by_pool,
 };
 use hodei_runtime::scheduling::{
     ClusterView, Pipeline, QueuedJob, RunningJob, SchedulerConfig, SchedulingConstraints,
@@ -348,6 +348,10 @@ enum JState {
 struct Job {
     spec: JobSpec,
     tenant: TenantId,
+    /// What the pipeline sees of the job's constraints (its node selector).
+    constraints: Arc<SchedulingConstraints>,
+    /// The worker (and its pool's index) of the latest attempt.
+    worker: Option<(WorkerId, usize)>,
     state: JState,
     attempt: u32,
     enqueued_at_ms: u64,
@@ -382,6 +386,9 @@ struct Worker {
 struct Pool {
     spec: PoolSpec,
     cfg: PoolConfig,
+    /// What a registered worker carries: the template's labels plus `hodei.io/pool=<name>`
+    /// (the control plane adds it at registration).
+    worker_labels: BTreeMap<String, String>,
     policy: ScalingPolicy,
     history: ScalingHistory,
     next_index: u64,
@@ -415,7 +422,6 @@ pub struct Simulation {
     terminal: usize,
     arrived_since_tick: u64,
     counters: RunCounters,
-    constraints: Arc<SchedulingConstraints>,
     schedule_queued: bool,
     /// The scheduler's view, kept between cycles: workers rebuilt only when one joins or leaves
     /// (`view_members_dirty`), otherwise the touched ones updated in place; running jobs pushed
@@ -476,9 +482,12 @@ impl Simulation {
                 scaling: policy.clone(),
                 providers: Vec::new(),
             };
+            let mut worker_labels = p.labels.clone();
+            worker_labels.insert(POOL_LABEL.to_string(), p.name.clone());
             sim_pools.push(Pool {
                 spec,
                 cfg: p.clone(),
+                worker_labels,
                 policy,
                 history: ScalingHistory::default(),
                 next_index: 0,
@@ -488,10 +497,19 @@ impl Simulation {
             });
         }
         let mut sim_jobs = Vec::with_capacity(jobs.len());
-        for j in jobs {
+        for (i, j) in jobs.iter().enumerate() {
+            let constraints = SchedulingConstraints {
+                node_selector: j.node_selector.clone(),
+                ..SchedulingConstraints::default()
+            };
+            constraints
+                .validate()
+                .map_err(|e| anyhow::anyhow!("job {i}: {e}"))?;
             sim_jobs.push(Job {
                 spec: j.clone(),
                 tenant: TenantId::new(j.tenant.as_str())?,
+                constraints: Arc::new(constraints),
+                worker: None,
                 state: JState::Future,
                 attempt: 0,
                 enqueued_at_ms: 0,
@@ -525,7 +543,6 @@ impl Simulation {
             terminal: 0,
             arrived_since_tick: 0,
             counters: RunCounters::default(),
-            constraints: Arc::new(SchedulingConstraints::default()),
             schedule_queued: false,
             cv: ClusterView::default(),
             view_worker_ix: BTreeMap::new(),
@@ -723,8 +740,13 @@ impl Simulation {
                 }
                 self.release(job, k);
                 self.workers.get_mut(&k).expect("worker").jobs_completed += 1;
-                self.log.record(now, format_args!("finish j{job}"));
-                self.end_job(job, JState::Succeeded, "succeeded".into());
+                match self.jobs[job].spec.exit_code {
+                    0 => {
+                        self.log.record(now, format_args!("finish j{job}"));
+                        self.end_job(job, JState::Succeeded, "succeeded".into());
+                    }
+                    code => self.end_job(job, JState::Failed, format!("exit code {code}")),
+                }
                 self.after_release(k);
                 Ok(true)
             }
@@ -1077,7 +1099,7 @@ impl Simulation {
             allocated: w.allocated,
             slots: w.slots,
             used_slots: w.running.len() as u32,
-            labels: self.pools[w.pool].spec.template.labels.clone(),
+            labels: self.pools[w.pool].worker_labels.clone(),
             taints: Vec::new(),
         }
     }
@@ -1142,7 +1164,7 @@ impl Simulation {
             tenant: job.tenant.clone(),
             resources: job.spec.resources,
             labels: BTreeMap::new(),
-            constraints: self.constraints.clone(),
+            constraints: job.constraints.clone(),
             enqueued_at_ms: job.enqueued_at_ms,
             time_limit_ms: match self.cfg.time_limit {
                 TimeLimit::Actual => Some(job.spec.run_ms),
@@ -1234,8 +1256,10 @@ impl Simulation {
         w.state = WorkerState::Busy;
         let crashed = w.crashed;
         let slow_factor = w.slow_factor;
+        let pool = w.pool;
         let job = &mut self.jobs[j];
         job.state = JState::Running(k);
+        job.worker = Some((wid.clone(), pool));
         job.start_ms = now;
         job.first_start_ms.get_or_insert(now);
         self.pending.remove(&j);
@@ -1433,6 +1457,11 @@ impl Simulation {
                 reason: j.reason.clone(),
                 attempts: j.attempt + 1,
                 preempted: j.preempted,
+                worker: j.worker.as_ref().map(|(w, _)| w.to_string()),
+                pool: j
+                    .worker
+                    .as_ref()
+                    .map(|(_, p)| self.pools[*p].cfg.name.clone()),
             })
             .collect();
         let metrics = Metrics::compute(&records, &self.counters);

@@ -5,16 +5,20 @@
 //! CSV format (one job per line, `#` comments and a header line starting with `submit_s` allowed):
 //!
 //! ```text
-//! submit_s,duration_s,cpu,memory,gpu,tenant,priority
+//! submit_s,duration_s,cpu,memory,gpu,tenant,priority[,selector[,exit_code]]
 //! 0,120,2,4Gi,0,acme,medium
-//! 1.5,30,500m,512Mi,0,beta,high
+//! 1.5,30,500m,512Mi,0,beta,high,zone=b;disk=ssd
+//! 2,10,1,,,,,,3
 //! ```
 //!
 //! `submit_s` and `duration_s` are seconds (decimals allowed), `cpu` is cores or millicores
 //! (`2`, `500m`), `memory` bytes with an optional suffix (`512Mi`, `4Gi`), `gpu` whole devices,
 //! `priority` one of critical, high, medium, low, batch. Empty fields take the defaults (1 cpu,
-//! 0 memory, 0 gpu, tenant `default`, medium).
+//! 0 memory, 0 gpu, tenant `default`, medium). The two optional columns: `selector`, worker
+//! labels the job needs (`k=v` pairs joined by `;`, the job's node selector), and `exit_code`,
+//! what the job exits with at its end (default 0; any other code fails the job, without retry).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -40,6 +44,12 @@ pub struct JobSpec {
     pub priority: Priority,
     /// Retries after a lost attempt (worker crash).
     pub retries: u32,
+    /// Worker labels the job needs (its node selector; every worker also carries
+    /// `hodei.io/pool=<pool>`, as in production).
+    pub node_selector: BTreeMap<String, String>,
+    /// What the job exits with at its end: 0 succeeds, anything else fails the job with
+    /// "exit code N" (not retried: `retries` is for lost attempts).
+    pub exit_code: i32,
 }
 
 /// Which generator or trace.
@@ -275,6 +285,8 @@ fn generate(cfg: &WorkloadConfig, seed: u64) -> anyhow::Result<Vec<JobSpec>> {
             tenant,
             priority,
             retries: cfg.retries,
+            node_selector: BTreeMap::new(),
+            exit_code: 0,
         });
     }
     Ok(jobs)
@@ -330,6 +342,8 @@ pub fn parse_swf(text: &str, cpu_millis_per_processor: u64) -> Workload {
             },
             priority: Priority::Medium,
             retries: 0,
+            node_selector: BTreeMap::new(),
+            exit_code: 0,
         });
     }
     w
@@ -354,8 +368,8 @@ pub fn parse_csv(text: &str) -> Workload {
 
 fn parse_csv_line(t: &str) -> anyhow::Result<JobSpec> {
     let f: Vec<&str> = t.split(',').map(str::trim).collect();
-    if f.len() != 7 {
-        bail!("{} fields, expected 7", f.len());
+    if !(7..=9).contains(&f.len()) {
+        bail!("{} fields, expected 7 to 9", f.len());
     }
     let secs = |name: &str, s: &str| -> anyhow::Result<u64> {
         let v: f64 = s.parse().with_context(|| format!("{name} {s:?}"))?;
@@ -382,7 +396,27 @@ fn parse_csv_line(t: &str) -> anyhow::Result<JobSpec> {
         priority: serde_json::from_value(serde_json::Value::String(or(f[6], "medium").into()))
             .with_context(|| format!("priority {:?}", f[6]))?,
         retries: 0,
+        node_selector: parse_selector(f.get(7).copied().unwrap_or(""))?,
+        exit_code: {
+            let code = or(f.get(8).copied().unwrap_or(""), "0");
+            code.parse()
+                .with_context(|| format!("exit_code {code:?}"))?
+        },
     })
+}
+
+/// `zone=b;disk=ssd` → a node selector (empty → none).
+fn parse_selector(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => bail!("selector {s:?}: expected k=v pairs joined by ';'"),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -416,17 +450,27 @@ mod tests {
             1.5,30,500m,512Mi,1,beta,high\n\
             2,30,,,,,\n\
             oops\n\
-            3,10,1,1Gi,0,acme,urgent\n";
+            3,10,1,1Gi,0,acme,urgent\n\
+            4,10,1,,,,,zone=b;disk=ssd,3\n\
+            5,10,1,,,,,zone\n";
         let w = parse_csv(text);
-        assert_eq!(w.jobs.len(), 3);
+        assert_eq!(w.jobs.len(), 4);
         assert_eq!(w.jobs[1].arrival_ms, 1500);
         assert_eq!(w.jobs[1].resources.cpu_millis, 500);
         assert_eq!(w.jobs[1].resources.gpus, 1);
         assert_eq!(w.jobs[1].priority, Priority::High);
         assert_eq!(w.jobs[2].tenant, "default");
-        assert_eq!(w.warnings.len(), 2);
+        assert_eq!(w.jobs[2].exit_code, 0);
+        assert!(w.jobs[2].node_selector.is_empty());
+        assert_eq!(w.jobs[3].exit_code, 3);
+        assert_eq!(
+            w.jobs[3].node_selector,
+            BTreeMap::from([("disk".into(), "ssd".into()), ("zone".into(), "b".into())])
+        );
+        assert_eq!(w.warnings.len(), 3);
         assert!(w.warnings[0].starts_with("line 5:"));
         assert!(w.warnings[1].starts_with("line 6:"));
+        assert!(w.warnings[2].starts_with("line 8:"), "{:?}", w.warnings);
     }
 
     #[test]

@@ -469,3 +469,24 @@ fn the_output_directory_gets_json_csv_series_and_svg_plots() {
         assert!(run.series.samples.len() <= hodei_simulations::model::SAMPLES_MAX);
     }
 }
+
+#[test]
+fn node_selectors_steer_jobs_to_their_pools_and_a_non_zero_exit_code_fails_the_job() {
+    let r = run("ci-selectors.toml", None, false);
+    let jobs = &r.runs[0].jobs;
+    let pools: Vec<Option<&str>> = jobs.iter().map(|j| j.pool.as_deref()).collect();
+    // zone=b and disk=ssd: the ssd pool; hodei.io/pool=big: big (the label every worker
+    // carries); no selector: the least loaded, big; zone=c: nowhere.
+    assert_eq!(
+        pools,
+        [Some("ssd"), Some("ssd"), Some("big"), Some("big"), None]
+    );
+    assert!(jobs[..3].iter().all(|j| j.succeeded));
+    assert!(!jobs[3].succeeded);
+    assert_eq!(jobs[3].reason, "exit code 3");
+    assert_eq!(
+        jobs[4].reason,
+        "never placed: 0/2 workers fit: 2 node selector mismatch"
+    );
+    assert!(jobs[0].worker.as_deref().unwrap().starts_with("ssd-"));
+}
