@@ -19,8 +19,8 @@ use hodei_runtime::scaling::{
     decide_pool, demand_by_pool,
 };
 use hodei_runtime::scheduling::{
-    ClusterView, Pipeline, QueuedJob, RunningJob, SchedulerConfig, SchedulingConstraints,
-    WorkerInfo,
+    ClusterIndex, ClusterView, Pipeline, QueuedJob, RunningJob, SchedulerConfig,
+    SchedulingConstraints, WorkerInfo,
 };
 use hodei_runtime::{
     AttemptNo, Epoch, JobId, PoolId, PoolSpec, ProviderKind, Resources, TenantId, WorkerId,
@@ -434,6 +434,8 @@ pub struct Simulation {
     series: TimeSeries,
     progress: Option<indicatif::ProgressBar>,
     progress_reported: usize,
+    /// The pipeline's per-worker state, kept in step with `cv` by the same deltas.
+    index: ClusterIndex,
 }
 
 impl Simulation {
@@ -552,6 +554,7 @@ impl Simulation {
             series: TimeSeries::new(cfg.sample_interval_ms),
             progress: None,
             progress_reported: 0,
+            index: ClusterIndex::new(),
         };
         for (i, j) in jobs.iter().enumerate() {
             sim.q.push(j.arrival_ms, Ev::Arrive(i));
@@ -1042,6 +1045,7 @@ impl Simulation {
         self.running.remove(&j);
         if let Some(i) = self.view_running_ix.remove(&j) {
             self.cv.running.swap_remove(i);
+            self.index.job_ended(JobId(j as u64 + 1));
             if let Some(moved) = self.cv.running.get(i) {
                 self.view_running_ix.insert((moved.id.0 - 1) as usize, i);
             }
@@ -1138,6 +1142,7 @@ impl Simulation {
                 .collect();
             self.cv.workers = infos.into_iter().map(|(_, w)| w).collect();
             self.view_members_dirty = false;
+            self.index.workers_changed();
         } else {
             for k in std::mem::take(&mut self.view_touched) {
                 if let (Some(&i), Some(w)) = (self.view_worker_ix.get(&k), self.workers.get(&k)) {
@@ -1145,6 +1150,7 @@ impl Simulation {
                     v.state = w.state;
                     v.allocated = w.allocated;
                     v.used_slots = w.running.len() as u32;
+                    self.index.worker_updated(i);
                 }
             }
         }
@@ -1180,7 +1186,7 @@ impl Simulation {
         self.cycle += 1;
         self.counters.cycles += 1;
         self.refresh_view();
-        let out = self.pipeline.schedule(&self.cv);
+        let out = self.pipeline.schedule_with(&self.cv, &mut self.index);
         for p in &out.preemptions {
             for v in &p.victims {
                 let j = (v.0 - 1) as usize;
@@ -1287,6 +1293,7 @@ impl Simulation {
         self.view_touched.insert(k);
         let rj = self.running_job(j, k);
         self.view_running_ix.insert(j, self.cv.running.len());
+        self.index.job_started(&rj);
         self.cv.running.push(rj);
         self.log
             .record(now, format_args!("start j{j} on {wid} attempt {attempt}"));

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod constraints;
 mod evict;
 mod fit;
+mod index;
 mod pipeline;
 pub mod plugins;
 mod queue;
@@ -27,6 +28,7 @@ pub use constraints::{
 };
 pub use evict::{Eviction, Evictions, evictions};
 pub use fit::{WOULD_FIT_FILTERS, would_fit};
+pub use index::ClusterIndex;
 pub use pipeline::Pipeline;
 pub use plugins::{Candidate, DomainCounts, Reason, SchedulingContext, SchedulingPlugin};
 pub use queue::effective_rank;

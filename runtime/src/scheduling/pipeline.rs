@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::constraints::{
-    JobAffinityKind, SchedulingConstraints, TaintEffect, selector_matches, topology_domain,
+    JobAffinityKind, SchedulingConstraints, selector_matches, topology_domain,
 };
 use super::evict::evictions;
+use super::index::{ClusterIndex, Occupant, StaticSet, TenantUse, Undo};
 use super::plugins::{self, Candidate, DomainCounts, Reason, SchedulingContext, SchedulingPlugin};
 use super::queue::ProfileQueue;
 use super::view::{ClusterView, QueuedJob, WorkerInfo};
@@ -69,7 +70,7 @@ impl Hasher for FxHasher {
 }
 
 pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
-type HashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
 type HashSet<K> = std::collections::HashSet<K, FxBuild>;
 
 struct PluginSlot {
@@ -255,12 +256,21 @@ impl Pipeline {
     /// Profiles take turns, one job each, in name order; within a profile its queue strategy
     /// gives the order.
     pub fn schedule(&self, view: &ClusterView) -> Outcome {
+        let mut index = ClusterIndex::new();
+        self.schedule_with(view, &mut index)
+    }
+
+    /// [`Pipeline::schedule`] starting from `index`, an index the caller keeps in step with
+    /// `view` between cycles (see [`ClusterIndex`]): the same outcome, without deriving the
+    /// per-worker state from the whole view every cycle. The index is left as it was before the
+    /// cycle's decisions; the caller reports the decisions it applies.
+    pub fn schedule_with(&self, view: &ClusterView, index: &mut ClusterIndex) -> Outcome {
         let mut out = Outcome::default();
         let ev = evictions(view);
         out.evictions = ev.evictions;
         out.next_eviction_at_ms = ev.next_at_ms;
 
-        let mut st = CycleState::new(view, self.profiles.len());
+        let mut st = CycleState::new(view, std::mem::take(index), self.profiles.len());
         let mut per_profile: Vec<Vec<usize>> = vec![Vec::new(); self.profiles.len()];
         for (i, job) in view.pending.iter().enumerate() {
             let name = job
@@ -329,6 +339,7 @@ impl Pipeline {
                 fail(&mut out, view, &view.pending[j], summary.clone(), None);
             }
         }
+        *index = st.finish();
         out
     }
 
@@ -354,8 +365,8 @@ impl Pipeline {
             state: st,
         };
         (0..st.workers.len()).any(|i| {
-            job.resources.fits_in(&st.capacity[i])
-                && st.slots[i] > 0
+            job.resources.fits_in(&st.ix.capacity[i])
+                && st.ix.slots[i] > 0
                 && self.non_resource_filters_pass(prof, &ctx, job, &st.candidate(i))
         })
     }
@@ -492,11 +503,11 @@ impl Pipeline {
                 scanned += 1;
                 next_start = i + 1;
                 if inline {
-                    if st.free_slots[i] == 0 {
+                    if st.ix.free_slots[i] == 0 {
                         scratch.inline_counts[0] += 1;
                         return false;
                     }
-                    if let Some(k) = plugins::shortfall(&job.resources, &st.free[i]) {
+                    if let Some(k) = plugins::shortfall(&job.resources, &st.ix.free[i]) {
                         scratch.inline_counts[1 + k] += 1;
                         return false;
                     }
@@ -513,7 +524,7 @@ impl Pipeline {
                     }
                 }
             };
-            match set.map(|k| &st.static_sets[k]) {
+            match set.map(|k| &st.ix.static_sets[k]) {
                 Some(set) => {
                     // Workers failing the static filters count once, with their reasons.
                     scratch.reasons.extend(set.reasons.iter().cloned());
@@ -700,7 +711,7 @@ impl Pipeline {
         })
     }
 
-    /// Index (into `st.static_sets`) of the workers passing the profile's static filters for
+    /// Index (into `st.ix.static_sets`) of the workers passing the profile's static filters for
     /// the job's constraints, computed once per cycle; `None` when the profile has no static
     /// prefix or the per-cycle limit is reached.
     fn static_set<'v>(
@@ -715,10 +726,10 @@ impl Pipeline {
             return None;
         }
         let constraints: &'v SchedulingConstraints = &job.constraints;
-        if let Some(&k) = st.static_index.get(&(p, constraints)) {
+        if let Some(&k) = st.ix.static_index[p].get(constraints) {
             return Some(k);
         }
-        if st.static_sets.len() >= STATIC_SETS_MAX {
+        if st.ix.static_sets.len() >= STATIC_SETS_MAX {
             return None;
         }
         let set = {
@@ -742,10 +753,10 @@ impl Pipeline {
             }
             set
         };
-        st.static_index
-            .insert((p, constraints), st.static_sets.len());
-        st.static_sets.push(set);
-        Some(st.static_sets.len() - 1)
+        let k = st.ix.static_sets.len();
+        st.ix.static_index[p].insert(constraints.clone(), k);
+        st.ix.static_sets.push(set);
+        Some(st.ix.static_sets.len() - 1)
     }
 
     /// Scores the feasible workers, returns the index (into `scratch.feasible`) of the best and
@@ -897,7 +908,7 @@ impl Pipeline {
         type Cost = (u8, usize, u32, usize);
         let mut best: Option<(Cost, Vec<JobId>)> = None;
         for i in 0..st.workers.len() {
-            let pool: Vec<&Occupant<'v>> = st.occupants[i]
+            let pool: Vec<&Occupant> = st.ix.occupants[i]
                 .iter()
                 .filter(|o| o.running && o.priority.rank() > rank && !st.victims.contains(&o.job))
                 .collect();
@@ -919,7 +930,7 @@ impl Pipeline {
             let mut pool = pool;
             // Reprieve the most important, longest-running jobs first.
             pool.sort_by_key(|o| (o.priority.rank(), o.started_at_ms, o.job));
-            let mut victims: Vec<&Occupant<'v>> = Vec::new();
+            let mut victims: Vec<&Occupant> = Vec::new();
             for o in pool {
                 let without = free.saturating_sub(&o.resources);
                 if job.resources.fits_in(&without) && slots > 1 {
@@ -976,10 +987,10 @@ impl Pipeline {
             if !self.non_resource_filters_pass(prof, &ctx, job, &cand) {
                 continue;
             }
-            let mut ends: Vec<(u64, Resources)> = st.occupants[i]
+            let mut ends: Vec<(u64, Resources)> = st.ix.occupants[i]
                 .iter()
                 .filter(|o| !st.victims.contains(&o.job))
-                .map(|o| (o.end_ms, o.resources))
+                .map(|o| (o.end_at(view.now_ms), o.resources))
                 .collect();
             ends.sort_by_key(|(e, _)| *e);
             let (mut free, mut slots) = (cand.free, cand.free_slots);
@@ -1003,8 +1014,8 @@ impl Pipeline {
         let (at_ms, w) = best?;
         let cand = st.candidate(w);
         let (mut free, mut slots) = (cand.free, cand.free_slots);
-        for o in &st.occupants[w] {
-            if o.end_ms <= at_ms && !st.victims.contains(&o.job) {
+        for o in &st.ix.occupants[w] {
+            if o.end_at(view.now_ms) <= at_ms && !st.victims.contains(&o.job) {
                 free = free.saturating_add(&o.resources);
                 slots += 1;
             }
@@ -1132,26 +1143,6 @@ struct CachedFailure {
     topology_version: Option<u64>,
 }
 
-/// A job holding resources on a worker during the cycle.
-#[derive(Debug, Clone)]
-struct Occupant<'v> {
-    job: JobId,
-    priority: Priority,
-    tenant: &'v TenantId,
-    resources: Resources,
-    labels: &'v BTreeMap<String, String>,
-    started_at_ms: u64,
-    end_ms: u64,
-    /// From the view (may be preempted); false = placed this cycle.
-    running: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct TenantUse {
-    jobs: u32,
-    resources: Resources,
-}
-
 pub(crate) struct ActiveReservation {
     profile: usize,
     job: JobId,
@@ -1200,122 +1191,67 @@ impl<'v> TopologyIndex<'v> {
 pub(crate) struct CycleState<'v> {
     /// Workers in id order.
     pub(crate) workers: Vec<&'v WorkerInfo>,
-    free: Vec<Resources>,
-    free_slots: Vec<u32>,
-    capacity: Vec<Resources>,
-    slots: Vec<u32>,
-    prefer_no_schedule: Vec<bool>,
-    occupants: Vec<Vec<Occupant<'v>>>,
-    index_of_job: HashMap<JobId, usize>,
-    tenants: BTreeMap<&'v TenantId, TenantUse>,
-    capacity_total: Resources,
+    /// The per-worker state, changed by the cycle's decisions and rolled back by `finish`.
+    ix: ClusterIndex,
+    undo: Undo,
     pub(crate) topology: TopologyIndex<'v>,
     pub(crate) placed_count: u64,
     /// Bumped whenever a topology count changes.
     topology_version: u64,
     scan_start: usize,
     victims: HashSet<JobId>,
-    /// Running, not yet evicted jobs per priority rank.
-    preemptible: [u32; 5],
     preemptions_by_profile: Vec<u32>,
     reservations: Vec<ActiveReservation>,
-    static_sets: Vec<StaticSet>,
-    static_index: HashMap<(usize, &'v SchedulingConstraints), usize>,
-}
-
-/// Workers passing a profile's static filters for one set of constraints, and the reasons of
-/// the others.
-#[derive(Default)]
-struct StaticSet {
-    eligible: Vec<u32>,
-    reasons: Vec<(Reason, u32)>,
 }
 
 impl<'v> CycleState<'v> {
-    pub(crate) fn new(view: &'v ClusterView, profiles: usize) -> Self {
-        let mut workers: Vec<&WorkerInfo> = view.workers.iter().collect();
-        workers.sort_by(|a, b| a.id.cmp(&b.id));
-        workers.dedup_by(|a, b| a.id == b.id);
-        let index_of: HashMap<&str, usize> = workers
+    /// Starts a cycle from an index in step with `view`.
+    pub(crate) fn new(view: &'v ClusterView, mut ix: ClusterIndex, profiles: usize) -> Self {
+        ix.sync(view, profiles);
+        let workers: Vec<&'v WorkerInfo> = ix
+            .order
             .iter()
-            .enumerate()
-            .map(|(i, w)| (w.id.as_str(), i))
+            .map(|&k| &view.workers[k as usize])
             .collect();
-        let mut capacity_total = Resources::ZERO;
-        for w in &workers {
-            if w.state.accepts_work() {
-                capacity_total = capacity_total.saturating_add(&w.capacity);
-            }
-        }
-        let mut st = CycleState {
-            free: workers.iter().map(|w| w.free()).collect(),
-            free_slots: workers.iter().map(|w| w.free_slots()).collect(),
-            capacity: workers.iter().map(|w| w.capacity).collect(),
-            slots: workers.iter().map(|w| w.slots).collect(),
-            prefer_no_schedule: workers
-                .iter()
-                .map(|w| {
-                    w.taints
-                        .iter()
-                        .any(|t| t.effect == TaintEffect::PreferNoSchedule)
-                })
-                .collect(),
-            occupants: vec![Vec::new(); workers.len()],
-            index_of_job: HashMap::default(),
-            tenants: BTreeMap::new(),
-            capacity_total,
+        CycleState {
+            scan_start: (view.cycle as usize).wrapping_mul(104_729) % workers.len().max(1),
+            workers,
+            undo: ix.begin(),
+            ix,
             topology: TopologyIndex::default(),
             placed_count: 0,
             topology_version: 0,
-            scan_start: (view.cycle as usize).wrapping_mul(104_729) % workers.len().max(1),
             victims: HashSet::default(),
-            preemptible: [0; 5],
             preemptions_by_profile: vec![0; profiles],
             reservations: Vec::new(),
-            static_sets: Vec::new(),
-            static_index: HashMap::default(),
-            workers,
-        };
-        for r in &view.running {
-            let u = st.tenants.entry(&r.tenant).or_default();
-            u.jobs += 1;
-            u.resources = u.resources.saturating_add(&r.resources);
-            if let Some(&i) = index_of.get(r.worker.as_str()) {
-                st.occupants[i].push(Occupant {
-                    job: r.id,
-                    priority: r.priority,
-                    tenant: &r.tenant,
-                    resources: r.resources,
-                    labels: &r.labels,
-                    started_at_ms: r.started_at_ms,
-                    end_ms: r.expected_end_ms(view.now_ms),
-                    running: true,
-                });
-                st.index_of_job.insert(r.id, i);
-                st.preemptible[r.priority.rank() as usize] += 1;
-            }
         }
-        st
+    }
+
+    /// Ends the cycle: the index as it was before the cycle's decisions.
+    pub(crate) fn finish(self) -> ClusterIndex {
+        let mut ix = self.ix;
+        ix.roll_back(self.undo);
+        ix
     }
 
     pub(crate) fn candidate(&self, i: usize) -> Candidate<'v> {
         Candidate {
             index: i,
             info: self.workers[i],
-            free: self.free[i],
-            free_slots: self.free_slots[i],
-            capacity: self.capacity[i],
-            slots: self.slots[i],
-            prefer_no_schedule: self.prefer_no_schedule[i],
+            free: self.ix.free[i],
+            free_slots: self.ix.free_slots[i],
+            capacity: self.ix.capacity[i],
+            slots: self.ix.slots[i],
+            prefer_no_schedule: self.ix.prefer_no_schedule[i],
         }
     }
 
     /// Dominant share of a tenant: max over cpu, memory and gpu of its allocation ÷ capacity.
     pub(crate) fn dominant_share(&self, tenant: &TenantId) -> f64 {
-        let Some(u) = self.tenants.get(tenant) else {
+        let Some(u) = self.ix.tenants.get(tenant) else {
             return 0.0;
         };
-        let c = &self.capacity_total;
+        let c = &self.ix.capacity_total;
         let f = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         f(u.resources.cpu_millis, c.cpu_millis)
             .max(f(u.resources.memory_bytes, c.memory_bytes))
@@ -1328,7 +1264,12 @@ impl<'v> CycleState<'v> {
         job: &QueuedJob,
     ) -> Option<String> {
         let q = quotas.get(&job.tenant)?;
-        let u = self.tenants.get(&job.tenant).copied().unwrap_or_default();
+        let u = self
+            .ix
+            .tenants
+            .get(&job.tenant)
+            .copied()
+            .unwrap_or_default();
         let t = &job.tenant;
         if let Some(max) = q.max_running_jobs
             && u.jobs >= max
@@ -1367,7 +1308,9 @@ impl<'v> CycleState<'v> {
         config.preemption
             && rank <= Priority::Medium.rank() as usize
             && self.preemptions_by_profile[p] < config.preemptions_per_cycle_max
-            && self.preemptible[(rank + 1).min(5)..].iter().any(|&n| n > 0)
+            && self.ix.preemptible[(rank + 1).min(5)..]
+                .iter()
+                .any(|&n| n > 0)
     }
 
     /// Prepares the counts for a job-affinity term; false when the per-cycle limit of distinct
@@ -1398,9 +1341,9 @@ impl<'v> CycleState<'v> {
         if !ids.is_empty() {
             counts.histogram.insert(0, ids.len() as u32);
         }
-        for (i, occupants) in self.occupants.iter().enumerate() {
+        for (i, occupants) in self.ix.occupants.iter().enumerate() {
             for o in occupants {
-                if selector_matches(selector, o.labels) {
+                if selector_matches(selector, &o.labels) {
                     counts.add_at(i, 1);
                 }
             }
@@ -1425,9 +1368,12 @@ impl<'v> CycleState<'v> {
     }
 
     fn place(&mut self, w: usize, job: &'v QueuedJob, now_ms: u64) {
-        debug_assert!(job.resources.fits_in(&self.free[w]) && self.free_slots[w] > 0);
-        self.free[w] = self.free[w].saturating_sub(&job.resources);
-        self.free_slots[w] = self.free_slots[w].saturating_sub(1);
+        let ix = &mut self.ix;
+        debug_assert!(job.resources.fits_in(&ix.free[w]) && ix.free_slots[w] > 0);
+        ix.save_worker(&mut self.undo, w);
+        ix.save_tenant(&mut self.undo, &job.tenant);
+        ix.free[w] = ix.free[w].saturating_sub(&job.resources);
+        ix.free_slots[w] = ix.free_slots[w].saturating_sub(1);
         let end_ms = job
             .time_limit_ms
             .map_or(u64::MAX, |t| now_ms.saturating_add(t));
@@ -1437,18 +1383,21 @@ impl<'v> CycleState<'v> {
                 r.extra_slots = r.extra_slots.saturating_sub(1);
             }
         }
-        self.occupants[w].push(Occupant {
+        ix.occupants[w].push(Occupant {
             job: job.id,
             priority: job.priority,
-            tenant: &job.tenant,
+            tenant: job.tenant.clone(),
             resources: job.resources,
-            labels: &job.labels,
+            labels: job.labels.clone(),
             started_at_ms: now_ms,
             end_ms,
             running: false,
         });
-        self.index_of_job.insert(job.id, w);
-        let u = self.tenants.entry(&job.tenant).or_default();
+        ix.index_of_job.insert(job.id, w);
+        if !ix.tenants.contains_key(&job.tenant) {
+            ix.tenants.insert(job.tenant.clone(), TenantUse::default());
+        }
+        let u = ix.tenants.get_mut(&job.tenant).expect("inserted above");
         u.jobs += 1;
         u.resources = u.resources.saturating_add(&job.resources);
         self.update_topology(w, &job.labels, 1);
@@ -1456,24 +1405,27 @@ impl<'v> CycleState<'v> {
     }
 
     fn evict(&mut self, job: JobId) {
-        let Some(&w) = self.index_of_job.get(&job) else {
+        let ix = &mut self.ix;
+        let Some(&w) = ix.index_of_job.get(&job) else {
             return;
         };
-        let Some(pos) = self.occupants[w].iter().position(|o| o.job == job) else {
+        let Some(pos) = ix.occupants[w].iter().position(|o| o.job == job) else {
             return;
         };
-        let o = self.occupants[w].remove(pos);
+        ix.save_worker(&mut self.undo, w);
+        let o = ix.occupants[w].remove(pos);
+        ix.save_tenant(&mut self.undo, &o.tenant);
         self.victims.insert(job);
-        self.index_of_job.remove(&job);
-        self.free[w] = self.free[w].saturating_add(&o.resources);
-        self.free_slots[w] += 1;
+        ix.index_of_job.remove(&job);
+        ix.free[w] = ix.free[w].saturating_add(&o.resources);
+        ix.free_slots[w] += 1;
         if o.running {
-            self.preemptible[o.priority.rank() as usize] -= 1;
+            ix.preemptible[o.priority.rank() as usize] -= 1;
         }
-        if let Some(u) = self.tenants.get_mut(o.tenant) {
+        if let Some(u) = ix.tenants.get_mut(&o.tenant) {
             u.jobs = u.jobs.saturating_sub(1);
             u.resources = u.resources.saturating_sub(&o.resources);
         }
-        self.update_topology(w, o.labels, -1);
+        self.update_topology(w, &o.labels, -1);
     }
 }

@@ -1678,6 +1678,52 @@ fn assert_no_overcommit(v: &ClusterView) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Applies an outcome to `v` in place, reporting each change to `ix` as a caller keeping a
+/// [`ClusterIndex`] would.
+fn apply_in_place(v: &mut ClusterView, out: &Outcome, ix: &mut ClusterIndex) {
+    let victims = out.preemptions.iter().flat_map(|p| p.victims.clone());
+    for id in victims.collect::<Vec<_>>() {
+        let r = v
+            .running
+            .iter()
+            .position(|r| r.id == id)
+            .expect("victim runs");
+        let r = v.running.swap_remove(r);
+        ix.job_ended(r.id);
+        let w = v.workers.iter().position(|w| w.id == r.worker).unwrap();
+        v.workers[w].allocated = v.workers[w].allocated.saturating_sub(&r.resources);
+        v.workers[w].used_slots -= 1;
+        ix.worker_updated(w);
+    }
+    let starts = out
+        .placements
+        .iter()
+        .map(|p| (p.job, p.worker.clone()))
+        .chain(out.preemptions.iter().map(|p| (p.job, p.worker.clone())));
+    for (id, wid) in starts.collect::<Vec<_>>() {
+        let j = v.pending.iter().position(|j| j.id == id).unwrap();
+        let j = v.pending.remove(j);
+        let w = v.workers.iter().position(|w| w.id == wid).unwrap();
+        v.workers[w].allocated = v.workers[w].allocated.saturating_add(&j.resources);
+        v.workers[w].used_slots += 1;
+        v.workers[w].state = WorkerState::Busy;
+        ix.worker_updated(w);
+        let r = RunningJob {
+            id: j.id,
+            worker: wid,
+            priority: j.priority,
+            tenant: j.tenant,
+            resources: j.resources,
+            labels: j.labels,
+            started_at_ms: v.now_ms,
+            time_limit_ms: j.time_limit_ms,
+            tolerations: j.constraints.tolerations.clone(),
+        };
+        ix.job_started(&r);
+        v.running.push(r);
+    }
+}
+
 proptest! {
     #[test]
     fn a_plan_never_overcommits_and_never_preempts_equal_or_higher_priority(
@@ -1751,6 +1797,58 @@ proptest! {
         shuffled.pending.reverse();
         shuffled.running.reverse();
         prop_assert_eq!(p.schedule(&v), p.schedule(&shuffled), "input order does not matter");
+    }
+
+    #[test]
+    fn a_kept_index_gives_the_same_outcomes_as_deriving_the_view_every_cycle(
+        g in gen_strategy(),
+        queue in 0usize..4,
+        pct in prop_oneof![Just(0u32), Just(100)],
+        events in proptest::collection::vec((0u8..5, 0usize..64), 1..6),
+    ) {
+        let queue = [QueueStrategy::Fifo, QueueStrategy::Priority, QueueStrategy::Fair, QueueStrategy::Backfill][queue];
+        let p = pipeline_with(ProfileConfig {
+            queue,
+            percentage_of_workers_to_score: pct,
+            min_feasible_workers_to_score: 2,
+            ..Default::default()
+        });
+        let mut v = build(&g);
+        let mut ix = ClusterIndex::new();
+        for (cycle, (event, k)) in events.into_iter().enumerate() {
+            v.cycle = cycle as u64;
+            let kept = p.schedule_with(&v, &mut ix);
+            prop_assert_eq!(&p.schedule(&v), &kept, "cycle {}", cycle);
+            apply_in_place(&mut v, &kept, &mut ix);
+            v.now_ms += 1_000;
+            let n = v.workers.len();
+            match event {
+                // A running job ends.
+                0 | 1 if !v.running.is_empty() => {
+                    let r = v.running.swap_remove(k % v.running.len());
+                    ix.job_ended(r.id);
+                    let w = v.workers.iter().position(|w| w.id == r.worker).unwrap();
+                    v.workers[w].allocated = v.workers[w].allocated.saturating_sub(&r.resources);
+                    v.workers[w].used_slots -= 1;
+                    ix.worker_updated(w);
+                }
+                // A worker is tainted, or drains: the static filters change.
+                2 => {
+                    v.workers[k % n].taints.push("dedicated=gpu:NoSchedule".parse().unwrap());
+                    ix.worker_updated(k % n);
+                }
+                3 => {
+                    v.workers[k % n].state = WorkerState::Draining;
+                    ix.worker_updated(k % n);
+                }
+                // A worker joins.
+                4 => {
+                    v.workers.push(with_labels(worker(&format!("x{k}"), 8, 4), &[("zone", "z1")]));
+                    ix.workers_changed();
+                }
+                _ => {}
+            }
+        }
     }
 
     #[test]
