@@ -337,6 +337,11 @@ impl ClusterIndex {
         }
     }
 
+    /// Workers with a NoExecute taint.
+    pub(crate) fn no_execute_workers(&self) -> u32 {
+        self.no_execute
+    }
+
     /// Starts the undo log of a cycle.
     pub(crate) fn begin(&self) -> Undo {
         Undo {

@@ -266,11 +266,13 @@ impl Pipeline {
     /// cycle's decisions; the caller reports the decisions it applies.
     pub fn schedule_with(&self, view: &ClusterView, index: &mut ClusterIndex) -> Outcome {
         let mut out = Outcome::default();
-        let ev = evictions(view);
-        out.evictions = ev.evictions;
-        out.next_eviction_at_ms = ev.next_at_ms;
-
         let mut st = CycleState::new(view, std::mem::take(index), self.profiles.len());
+        // Only NoExecute taints evict: skip the pass over the running jobs without any.
+        if st.ix.no_execute_workers() > 0 {
+            let ev = evictions(view);
+            out.evictions = ev.evictions;
+            out.next_eviction_at_ms = ev.next_at_ms;
+        }
         let mut per_profile: Vec<Vec<usize>> = vec![Vec::new(); self.profiles.len()];
         for (i, job) in view.pending.iter().enumerate() {
             let name = job
@@ -530,21 +532,16 @@ impl Pipeline {
                     scratch.reasons.extend(set.reasons.iter().cloned());
                     let m = set.eligible.len();
                     let first = set.eligible.partition_point(|&i| (i as usize) < start);
-                    for k in 0..m {
-                        let i = set.eligible[(first + k) % m] as usize;
-                        if visit(i, scratch) {
+                    let (tail, head) = set.eligible.split_at(first);
+                    for &i in head.iter().chain(tail) {
+                        if visit(i as usize, scratch) {
                             break;
                         }
                     }
                     scanned += n - m;
                 }
                 None => {
-                    for k in 0..n {
-                        let i = if start + k < n {
-                            start + k
-                        } else {
-                            start + k - n
-                        };
+                    for i in (start..n).chain(0..start) {
                         if visit(i, scratch) {
                             break;
                         }
