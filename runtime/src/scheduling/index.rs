@@ -70,6 +70,16 @@ pub(crate) struct StaticSet {
     pub(crate) reasons: Vec<(super::Reason, u32)>,
 }
 
+/// Workers per block of [`ClusterIndex::block_may_fit`].
+pub(crate) const BLOCK: usize = 64;
+
+/// Component-wise maximum of the free resources of a block's workers that have a free slot: no
+/// worker of the block fits a request this does not hold.
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockMax {
+    free: Resources,
+}
+
 /// What the static filters read of a worker: when it changes, the static sets are recomputed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StaticAttrs {
@@ -110,6 +120,8 @@ pub struct ClusterIndex {
     pub(crate) capacity: Vec<Resources>,
     pub(crate) slots: Vec<u32>,
     pub(crate) prefer_no_schedule: Vec<bool>,
+    /// Per block of [`BLOCK`] workers (in id order): what the best of them could take.
+    blocks: Vec<BlockMax>,
     /// Workers with a NoExecute taint: the taint filter then depends on the clock, so static
     /// sets are not kept across cycles.
     no_execute: u32,
@@ -233,6 +245,7 @@ impl ClusterIndex {
                 self.capacity_total = self.capacity_total.saturating_sub(&self.capacity[i]);
             }
             self.refresh_row(i, w);
+            self.refresh_block(i);
             if w.state.accepts_work() {
                 self.capacity_total = self.capacity_total.saturating_add(&w.capacity);
             }
@@ -313,12 +326,16 @@ impl ClusterIndex {
             occupants: vec![Vec::new(); n],
             saved_at: vec![0; n],
             static_index: (0..profiles).map(|_| HashMap::default()).collect(),
+            blocks: vec![BlockMax::default(); n.div_ceil(BLOCK)],
             stamp: self.stamp + 1,
             order,
             pos_of_view,
             pos_of_id,
             ..ClusterIndex::default()
         };
+        for b in 0..self.blocks.len() {
+            self.refresh_block(b * BLOCK);
+        }
         for r in &view.running {
             let u = self.tenants.entry(r.tenant.clone()).or_default();
             u.jobs += 1;
@@ -335,6 +352,30 @@ impl ClusterIndex {
                 }
             }
         }
+    }
+
+    /// Recomputes the block of worker `w` after its free resources or slots changed.
+    pub(crate) fn refresh_block(&mut self, w: usize) {
+        let b = w / BLOCK;
+        let end = ((b + 1) * BLOCK).min(self.free.len());
+        let mut m = Resources::ZERO;
+        for i in b * BLOCK..end {
+            if self.free_slots[i] > 0 {
+                let f = &self.free[i];
+                m.cpu_millis = m.cpu_millis.max(f.cpu_millis);
+                m.memory_bytes = m.memory_bytes.max(f.memory_bytes);
+                m.ephemeral_storage_bytes =
+                    m.ephemeral_storage_bytes.max(f.ephemeral_storage_bytes);
+                m.gpus = m.gpus.max(f.gpus);
+            }
+        }
+        self.blocks[b] = BlockMax { free: m };
+    }
+
+    /// False when no worker of block `b` has a free slot and room for `request`: the scan may
+    /// step over the block (its workers would all fail the slot or resource check).
+    pub(crate) fn block_may_fit(&self, b: usize, request: &Resources) -> bool {
+        request.fits_in(&self.blocks[b].free)
     }
 
     /// Workers with a NoExecute taint.
@@ -384,6 +425,7 @@ impl ClusterIndex {
             self.occupants[w] = occupants;
             self.free[w] = free;
             self.free_slots[w] = free_slots;
+            self.refresh_block(w);
         }
         for (t, u) in undo.tenants {
             match u {

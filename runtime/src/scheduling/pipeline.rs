@@ -7,7 +7,7 @@ use super::constraints::{
     JobAffinityKind, SchedulingConstraints, selector_matches, topology_domain,
 };
 use super::evict::evictions;
-use super::index::{ClusterIndex, Occupant, StaticSet, TenantUse, Undo};
+use super::index::{BLOCK, ClusterIndex, Occupant, StaticSet, TenantUse, Undo};
 use super::plugins::{self, Candidate, DomainCounts, Reason, SchedulingContext, SchedulingPlugin};
 use super::queue::ProfileQueue;
 use super::view::{ClusterView, QueuedJob, WorkerInfo};
@@ -500,53 +500,100 @@ impl Pipeline {
             if inline {
                 which.drain(..2);
             }
-            scratch.inline_counts = [0; 5];
-            let mut visit = |i: usize, scratch: &mut Scratch<'v>| -> bool {
-                scanned += 1;
-                next_start = i + 1;
-                if inline {
-                    if st.ix.free_slots[i] == 0 {
-                        scratch.inline_counts[0] += 1;
-                        return false;
-                    }
-                    if let Some(k) = plugins::shortfall(&job.resources, &st.ix.free[i]) {
-                        scratch.inline_counts[1 + k] += 1;
-                        return false;
-                    }
-                }
-                let cand = st.candidate(i);
-                match self.filter(prof, &which, &ctx, job, &cand) {
-                    Ok(()) => {
-                        scratch.feasible.push(i);
-                        scratch.feasible.len() >= limit
-                    }
-                    Err(r) => {
-                        count_reason(&mut scratch.reasons, r);
-                        false
-                    }
-                }
-            };
-            match set.map(|k| &st.ix.static_sets[k]) {
-                Some(set) => {
-                    // Workers failing the static filters count once, with their reasons.
-                    scratch.reasons.extend(set.reasons.iter().cloned());
-                    let m = set.eligible.len();
-                    let first = set.eligible.partition_point(|&i| (i as usize) < start);
-                    let (tail, head) = set.eligible.split_at(first);
-                    for &i in head.iter().chain(tail) {
-                        if visit(i as usize, scratch) {
-                            break;
+            // Blocks of workers where no worker has a free slot and room for the job are
+            // stepped over (the same feasible workers are found in the same order). The counts
+            // of rejections are then incomplete: a job found to fit nowhere is scanned again
+            // without skipping, and explaining turns skipping off.
+            let mut skip = inline && !view.explain;
+            loop {
+                scratch.feasible.clear();
+                scratch.reasons.clear();
+                scratch.inline_counts = [0; 5];
+                scanned = 0;
+                let mut skipped = false;
+                let mut visit = |i: usize, scratch: &mut Scratch<'v>| -> bool {
+                    scanned += 1;
+                    next_start = i + 1;
+                    if inline {
+                        if st.ix.free_slots[i] == 0 {
+                            scratch.inline_counts[0] += 1;
+                            return false;
+                        }
+                        if let Some(k) = plugins::shortfall(&job.resources, &st.ix.free[i]) {
+                            scratch.inline_counts[1 + k] += 1;
+                            return false;
                         }
                     }
-                    scanned += n - m;
-                }
-                None => {
-                    for i in (start..n).chain(0..start) {
-                        if visit(i, scratch) {
-                            break;
+                    let cand = st.candidate(i);
+                    match self.filter(prof, &which, &ctx, job, &cand) {
+                        Ok(()) => {
+                            scratch.feasible.push(i);
+                            scratch.feasible.len() >= limit
+                        }
+                        Err(r) => {
+                            count_reason(&mut scratch.reasons, r);
+                            false
+                        }
+                    }
+                };
+                let may_fit = |i: usize| st.ix.block_may_fit(i / BLOCK, &job.resources);
+                let mut stopped = false;
+                match set.map(|k| &st.ix.static_sets[k]) {
+                    Some(set) => {
+                        // Workers failing the static filters count once, with their reasons.
+                        scratch.reasons.extend(set.reasons.iter().cloned());
+                        let m = set.eligible.len();
+                        let first = set.eligible.partition_point(|&i| (i as usize) < start);
+                        let (tail, head) = set.eligible.split_at(first);
+                        'scan: for part in [head, tail] {
+                            let mut k = 0;
+                            while k < part.len() {
+                                let i = part[k] as usize;
+                                if skip && !may_fit(i) {
+                                    let end = ((i / BLOCK + 1) * BLOCK) as u32;
+                                    k += part[k..].partition_point(|&x| x < end);
+                                    skipped = true;
+                                    continue;
+                                }
+                                if visit(i, scratch) {
+                                    stopped = true;
+                                    break 'scan;
+                                }
+                                k += 1;
+                            }
+                        }
+                        // The scan ends after the last eligible worker before `start`.
+                        if !stopped && let Some(&last) = tail.last().or(head.last()) {
+                            next_start = last as usize + 1;
+                        }
+                        scanned += n - m;
+                    }
+                    None => {
+                        'scan: for (from, to) in [(start, n), (0, start)] {
+                            let mut i = from;
+                            while i < to {
+                                if skip && !may_fit(i) {
+                                    i = ((i / BLOCK + 1) * BLOCK).min(to);
+                                    skipped = true;
+                                    continue;
+                                }
+                                if visit(i, scratch) {
+                                    stopped = true;
+                                    break 'scan;
+                                }
+                                i += 1;
+                            }
+                        }
+                        if !stopped {
+                            next_start = if start == 0 { n } else { start };
                         }
                     }
                 }
+                if scratch.feasible.is_empty() && skipped {
+                    skip = false;
+                    continue;
+                }
+                break;
             }
             let names = std::iter::once("no free slot").chain(plugins::RESOURCE_REASONS);
             for (name, c) in names.zip(scratch.inline_counts) {
@@ -1371,6 +1418,7 @@ impl<'v> CycleState<'v> {
         ix.save_tenant(&mut self.undo, &job.tenant);
         ix.free[w] = ix.free[w].saturating_sub(&job.resources);
         ix.free_slots[w] = ix.free_slots[w].saturating_sub(1);
+        ix.refresh_block(w);
         let end_ms = job
             .time_limit_ms
             .map_or(u64::MAX, |t| now_ms.saturating_add(t));
@@ -1416,6 +1464,7 @@ impl<'v> CycleState<'v> {
         ix.index_of_job.remove(&job);
         ix.free[w] = ix.free[w].saturating_add(&o.resources);
         ix.free_slots[w] += 1;
+        ix.refresh_block(w);
         if o.running {
             ix.preemptible[o.priority.rank() as usize] -= 1;
         }

@@ -1852,6 +1852,47 @@ proptest! {
     }
 
     #[test]
+    fn stepping_over_full_blocks_of_workers_finds_the_same_workers_as_visiting_each(
+        used in proptest::collection::vec((0u64..=8, 0u32..=4), 64..400),
+        jobs in proptest::collection::vec((1u64..=8, 0usize..5), 1..60),
+        pct in prop_oneof![Just(0u32), Just(1), Just(10), Just(100)],
+        min_feasible in 1u32..20,
+        cycle in 0u64..1000,
+    ) {
+        // Busy workers in long runs, so whole blocks of 64 fit nothing.
+        let workers = used
+            .iter()
+            .enumerate()
+            .map(|(i, (cores, slots))| {
+                let mut w = worker(&format!("w{i:04}"), 8, 4);
+                let full = (i / 150) % 2 == 0;
+                w.allocated.cpu_millis = if full { 8000 } else { cores * 1000 };
+                w.used_slots = if full { 4 } else { *slots };
+                w
+            })
+            .collect();
+        let pending = jobs
+            .iter()
+            .enumerate()
+            .map(|(k, (cores, p))| job(k as u64 + 1, cores * 1000, Priority::ALL[*p]))
+            .collect();
+        let mut v = view(workers, pending);
+        v.cycle = cycle;
+        let p = pipeline_with(ProfileConfig {
+            percentage_of_workers_to_score: pct,
+            min_feasible_workers_to_score: min_feasible,
+            preemption: false,
+            ..Default::default()
+        });
+        v.explain = true; // visits every worker
+        let visiting = p.schedule(&v);
+        v.explain = false; // steps over blocks
+        let stepping = p.schedule(&v);
+        prop_assert_eq!(&visiting.placements, &stepping.placements);
+        prop_assert_eq!(&visiting.unplaced, &stepping.unplaced);
+    }
+
+    #[test]
     fn replanning_the_applied_plan_places_nothing_conflicting(g in gen_strategy()) {
         let p = pipeline_with(ProfileConfig {
             preemption: false,
