@@ -434,6 +434,8 @@ pub struct Simulation {
     series: TimeSeries,
     progress: Option<indicatif::ProgressBar>,
     progress_reported: usize,
+    /// Position of each pending job in `cv.pending` (`u32::MAX` = not pending).
+    view_pending_ix: Vec<u32>,
     /// The pipeline's per-worker state, kept in step with `cv` by the same deltas.
     index: ClusterIndex,
 }
@@ -554,6 +556,7 @@ impl Simulation {
             series: TimeSeries::new(cfg.sample_interval_ms),
             progress: None,
             progress_reported: 0,
+            view_pending_ix: vec![u32::MAX; jobs.len()],
             index: ClusterIndex::new(),
         };
         for (i, j) in jobs.iter().enumerate() {
@@ -716,7 +719,7 @@ impl Simulation {
                 .get(&j)
                 .cloned()
                 .unwrap_or_else(|| "no capacity ever offered".into());
-            self.pending.remove(&j);
+            self.unpend(j);
             self.end_job(j, JState::Failed, format!("never placed: {why}"));
         }
         self.finish()
@@ -729,7 +732,7 @@ impl Simulation {
                 let job = &mut self.jobs[j];
                 job.state = JState::Pending;
                 job.enqueued_at_ms = now;
-                self.pending.insert(j);
+                self.pend(j);
                 self.arrived_since_tick += 1;
                 self.log.record(now, format_args!("arrive j{j}"));
                 Ok(true)
@@ -1078,7 +1081,7 @@ impl Simulation {
         job.state = JState::Pending;
         job.attempt += 1;
         job.enqueued_at_ms = self.now_ms;
-        self.pending.insert(j);
+        self.pend(j);
     }
 
     fn end_job(&mut self, j: usize, state: JState, reason: String) {
@@ -1158,7 +1161,26 @@ impl Simulation {
         self.cv.now_ms = self.now_ms;
         self.cv.epoch = Epoch(1);
         self.cv.cycle = self.cycle;
-        self.cv.pending = self.pending.iter().map(|&j| self.queued(j)).collect();
+    }
+
+    /// Job `j` waits: into the pending set and the kept view.
+    fn pend(&mut self, j: usize) {
+        self.pending.insert(j);
+        self.view_pending_ix[j] = self.cv.pending.len() as u32;
+        let q = self.queued(j);
+        self.cv.pending.push(q);
+    }
+
+    /// Job `j` no longer waits (the pipeline's outcome does not depend on the pending order).
+    fn unpend(&mut self, j: usize) {
+        if !self.pending.remove(&j) {
+            return;
+        }
+        let i = std::mem::replace(&mut self.view_pending_ix[j], u32::MAX) as usize;
+        self.cv.pending.swap_remove(i);
+        if let Some(moved) = self.cv.pending.get(i) {
+            self.view_pending_ix[(moved.id.0 - 1) as usize] = i as u32;
+        }
     }
 
     fn queued(&self, j: usize) -> QueuedJob {
@@ -1217,7 +1239,7 @@ impl Simulation {
         }
         for e in &out.expired {
             let j = (e.job.0 - 1) as usize;
-            self.pending.remove(&j);
+            self.unpend(j);
             self.end_job(j, JState::Failed, e.reason.clone());
         }
         for u in out.unplaced {
@@ -1263,12 +1285,12 @@ impl Simulation {
         let crashed = w.crashed;
         let slow_factor = w.slow_factor;
         let pool = w.pool;
+        self.unpend(j);
         let job = &mut self.jobs[j];
         job.state = JState::Running(k);
         job.worker = Some((wid.clone(), pool));
         job.start_ms = now;
         job.first_start_ms.get_or_insert(now);
-        self.pending.remove(&j);
         self.running.insert(j, k);
         self.last_summary.remove(&j);
         let u = self.tenant_use.entry(job.tenant.clone()).or_default();
@@ -1306,6 +1328,10 @@ impl Simulation {
 
     fn autoscale(&mut self) -> Result<bool, Violation> {
         let now = self.now_ms;
+        if !self.pools.iter().any(|p| p.cfg.autoscale) {
+            self.arrived_since_tick = 0;
+            return Ok(false);
+        }
         let pending: Vec<QueuedJob> = self.pending.iter().map(|&j| self.queued(j)).collect();
         let demand = demand_by_pool(&pending, &self.specs, &self.cfg.scheduler, now);
         let arrived = std::mem::take(&mut self.arrived_since_tick);

@@ -443,9 +443,10 @@ impl Pipeline {
             && let Some(c) = cache.get(k)
             && (!preempt_ok || c.preemption_failed[rank])
         {
-            let counts = c.counts.clone();
+            // The counts only feed explanations: not copied otherwise.
+            let counts = view.explain.then(|| (c.counts.clone(), c.scanned));
             let summary = c.summary.clone();
-            fail(out, view, job, summary, Some((counts, c.scanned)));
+            fail(out, view, job, summary, counts);
             return;
         }
 
@@ -1101,7 +1102,7 @@ fn fail(
     let line = if expired {
         format!("scheduling deadline exceeded: {summary}")
     } else {
-        summary.clone()
+        summary
     };
     if view.explain {
         let (counts, scanned) = counts.unwrap_or_default();
