@@ -1314,6 +1314,64 @@ fn explanations_are_optional_serialisable_and_keep_the_top_three() {
     assert_eq!(summary_of(&out, 2), "0/5 workers fit: 5 insufficient cpu");
 }
 
+// ----------------------------------------------------------------------------- sampling
+
+/// Workers w000.. of 8 cores, all half busy except one far from the scan start.
+fn half_busy_but_one(n: usize, idle: usize) -> Vec<WorkerInfo> {
+    (0..n)
+        .map(|i| {
+            let mut w = worker(&format!("w{i:04}"), 8, 8);
+            if i != idle {
+                w.allocated.cpu_millis = 4000;
+                w.used_slots = 1;
+            }
+            w
+        })
+        .collect()
+}
+
+#[test]
+fn a_cluster_of_at_most_min_feasible_workers_is_scored_exhaustively() {
+    // Default profile: min_feasible_workers_to_score = 100 covers 100 workers whatever the
+    // percentage, so the best-scored worker wins from any scan start.
+    let mut v = view(
+        half_busy_but_one(100, 93),
+        vec![job(1, 1000, Priority::Medium)],
+    );
+    for cycle in 0..5 {
+        v.cycle = cycle;
+        let out = default_pipeline().schedule(&v);
+        let e = &out.explanations[0];
+        assert_eq!((e.scanned, e.feasible, e.total), (100, 100, 100));
+        assert_eq!(placed_on(&out, 1), Some("w0093"));
+    }
+}
+
+#[test]
+fn percentage_100_scores_every_worker_and_the_default_samples_large_clusters() {
+    let v = view(
+        half_busy_but_one(1000, 993),
+        vec![job(1, 1000, Priority::Medium)],
+    );
+    let out = pipeline_with(ProfileConfig {
+        percentage_of_workers_to_score: 100,
+        ..Default::default()
+    })
+    .schedule(&v);
+    assert_eq!(out.explanations[0].feasible, 1000);
+    assert_eq!(placed_on(&out, 1), Some("w0993"));
+    // Adaptive: 50 % - 1 % per 125 workers = 42 % of 1,000.
+    let out = default_pipeline().schedule(&v);
+    assert_eq!(out.explanations[0].feasible, 420);
+    // 1 %, at least 100: the scan stops at 100 feasible workers.
+    let out = pipeline_with(ProfileConfig {
+        percentage_of_workers_to_score: 1,
+        ..Default::default()
+    })
+    .schedule(&v);
+    assert_eq!(out.explanations[0].feasible, 100);
+}
+
 // ------------------------------------------------------------------------------------ config
 
 #[test]
@@ -1890,6 +1948,34 @@ proptest! {
         let stepping = p.schedule(&v);
         prop_assert_eq!(&visiting.placements, &stepping.placements);
         prop_assert_eq!(&visiting.unplaced, &stepping.unplaced);
+    }
+
+    #[test]
+    fn sampling_never_places_on_an_infeasible_worker_and_is_deterministic(
+        g in gen_strategy(),
+        pct in 1u32..=100,
+        min_feasible in 1u32..4,
+        cycle in 0u64..10,
+    ) {
+        let mut v = build(&g);
+        v.cycle = cycle;
+        v.explain = cycle % 2 == 0;
+        let p = pipeline_with(ProfileConfig {
+            percentage_of_workers_to_score: pct,
+            min_feasible_workers_to_score: min_feasible,
+            ..Default::default()
+        });
+        let out = p.schedule(&v);
+        prop_assert_eq!(&out, &p.schedule(&v));
+        for pl in &out.placements {
+            let job = v.pending.iter().find(|j| j.id == pl.job).unwrap();
+            let w = v.workers.iter().find(|w| w.id == pl.worker).unwrap();
+            prop_assert!(
+                constraints::selector_matches(&job.constraints.node_selector, &w.labels),
+                "job {} placed on {} outside its node selector", pl.job, pl.worker
+            );
+        }
+        assert_no_overcommit(&apply(&v, &out))?;
     }
 
     #[test]
