@@ -412,7 +412,8 @@ pub struct Simulation {
     pending: BTreeSet<usize>,
     running: BTreeMap<usize, u64>,
     tenant_use: BTreeMap<TenantId, (u32, u64, u64)>,
-    last_summary: BTreeMap<usize, String>,
+    /// Per job: why the last cycle that saw it could not place it.
+    last_summary: Vec<Option<String>>,
     q: EventQueue<Ev>,
     log: EventLog,
     provider_rng: Rng,
@@ -537,7 +538,7 @@ impl Simulation {
             pending: BTreeSet::new(),
             running: BTreeMap::new(),
             tenant_use: BTreeMap::new(),
-            last_summary: BTreeMap::new(),
+            last_summary: vec![None; jobs.len()],
             q: EventQueue::default(),
             log: EventLog::new(keep_log),
             provider_rng: Rng::stream(seed, 3),
@@ -714,10 +715,8 @@ impl Simulation {
         // Nothing left to happen: what still waits can never run.
         let left: Vec<usize> = self.pending.iter().copied().collect();
         for j in left {
-            let why = self
-                .last_summary
-                .get(&j)
-                .cloned()
+            let why = self.last_summary[j]
+                .take()
                 .unwrap_or_else(|| "no capacity ever offered".into());
             self.unpend(j);
             self.end_job(j, JState::Failed, format!("never placed: {why}"));
@@ -1094,7 +1093,7 @@ impl Simulation {
         }
         job.reason = reason;
         self.terminal += 1;
-        self.last_summary.remove(&j);
+        self.last_summary[j] = None;
     }
 
     fn worker_info(&self, w: &Worker) -> WorkerInfo {
@@ -1243,7 +1242,7 @@ impl Simulation {
             self.end_job(j, JState::Failed, e.reason.clone());
         }
         for u in out.unplaced {
-            self.last_summary.insert((u.job.0 - 1) as usize, u.summary);
+            self.last_summary[(u.job.0 - 1) as usize] = Some(u.summary);
         }
         Ok(())
     }
@@ -1292,7 +1291,7 @@ impl Simulation {
         job.start_ms = now;
         job.first_start_ms.get_or_insert(now);
         self.running.insert(j, k);
-        self.last_summary.remove(&j);
+        self.last_summary[j] = None;
         let u = self.tenant_use.entry(job.tenant.clone()).or_default();
         u.0 += 1;
         u.1 += r.cpu_millis;

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::constraints::{SchedulingConstraints, Taint, TaintEffect};
-use super::pipeline::HashMap;
+use super::pipeline::{HashMap, STATIC_SETS_MAX};
 use super::view::{ClusterView, RunningJob, WorkerInfo};
 use crate::ids::{JobId, TenantId, WorkerId};
 use crate::job::Priority;
@@ -263,7 +263,12 @@ impl ClusterIndex {
                 statics_changed = true;
             }
         }
-        if statics_changed || self.static_index.len() != profiles {
+        // A full set of static sets is started afresh, so a long run with many distinct
+        // constraints does not fall back to per-worker filtering for good.
+        if statics_changed
+            || self.static_index.len() != profiles
+            || self.static_sets.len() >= STATIC_SETS_MAX
+        {
             self.static_sets.clear();
             self.static_index = (0..profiles).map(|_| HashMap::default()).collect();
         }

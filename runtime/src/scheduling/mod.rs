@@ -1,7 +1,8 @@
 //! The scheduling pipeline: queue → filters → scores → preemption → (caller) bind.
 //!
 //! Pure and deterministic: [`Pipeline::schedule`] reads a [`ClusterView`] and returns an
-//! [`Outcome`]; the same view always gives the same outcome. Nothing here talks to actors, clocks
+//! [`Outcome`]; the same view always gives the same outcome. [`Pipeline::schedule_with`] does
+//! the same from a [`ClusterIndex`] the caller keeps in step with its view between cycles. Nothing here talks to actors, clocks
 //! or random sources. See `README.md` beside this file for the phases and the guarantees.
 
 use std::collections::BTreeMap;

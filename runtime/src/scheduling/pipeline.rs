@@ -106,8 +106,9 @@ const FILTER_ONLY: [&str; 5] = [
 /// Most distinct (selector, topology key) job-affinity terms counted per cycle.
 const TOPOLOGY_TERMS_MAX: usize = 1024;
 
-/// Most static-filter results kept per cycle (one per distinct constraints and profile).
-const STATIC_SETS_MAX: usize = 1024;
+/// Most static-filter results kept (one per distinct constraints and profile); a full set is
+/// cleared at the start of the next cycle.
+pub(crate) const STATIC_SETS_MAX: usize = 1024;
 
 struct ProfileRuntime {
     name: String,
