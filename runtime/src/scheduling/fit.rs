@@ -35,7 +35,7 @@ pub fn would_fit(
         workers: vec![worker.clone()],
         ..ClusterView::default()
     };
-    let state = CycleState::new(&view, super::ClusterIndex::new(), 1);
+    let state = CycleState::new(&view, super::ClusterIndex::one_cycle(), 1);
     let ctx = SchedulingContext {
         view: &view,
         profile_name: job

@@ -105,6 +105,10 @@ impl StaticAttrs {
 /// Use one index with one view and one [`Pipeline`](super::Pipeline).
 #[derive(Default)]
 pub struct ClusterIndex {
+    /// The one-cycle index of [`Pipeline::schedule`](super::Pipeline::schedule): no undo log,
+    /// no worker lookup by id, no copy of what the static filters read. False for an index a
+    /// caller keeps ([`ClusterIndex::new`]).
+    one_cycle: bool,
     /// False: derive everything from the view at the next cycle.
     built: bool,
     /// Indices into `view.workers`, in worker id order (duplicates dropped).
@@ -163,6 +167,18 @@ impl ClusterIndex {
     /// An empty index: the first cycle derives it from the view.
     pub fn new() -> ClusterIndex {
         ClusterIndex::default()
+    }
+
+    /// An index for one cycle only, dropped after it.
+    pub(crate) fn one_cycle() -> ClusterIndex {
+        ClusterIndex {
+            one_cycle: true,
+            ..ClusterIndex::default()
+        }
+    }
+
+    fn kept(&self) -> bool {
+        !self.one_cycle
     }
 
     /// Workers were added to, removed from or reordered in `view.workers`: everything is
@@ -299,15 +315,24 @@ impl ClusterIndex {
         let n = order.len();
         let mut pos_of_view = vec![u32::MAX; view.workers.len()];
         let mut pos_of_id = HashMap::default();
-        pos_of_id.reserve(n);
+        if self.kept() {
+            pos_of_id.reserve(n);
+        }
         for (i, &k) in order.iter().enumerate() {
             pos_of_view[k as usize] = i as u32;
-            pos_of_id.insert(view.workers[k as usize].id.clone(), i as u32);
+            if self.kept() {
+                pos_of_id.insert(view.workers[k as usize].id.clone(), i as u32);
+            }
         }
         let workers = order.iter().map(|&k| &view.workers[k as usize]);
         *self = ClusterIndex {
             built: true,
-            statics: workers.clone().map(StaticAttrs::of).collect(),
+            statics: if self.kept() {
+                workers.clone().map(StaticAttrs::of).collect()
+            } else {
+                Vec::new()
+            },
+            one_cycle: self.one_cycle,
             free: workers.clone().map(|w| w.free()).collect(),
             free_slots: workers.clone().map(|w| w.free_slots()).collect(),
             capacity: workers.clone().map(|w| w.capacity).collect(),
@@ -342,17 +367,22 @@ impl ClusterIndex {
             self.refresh_block(b * BLOCK);
         }
         for r in &view.running {
-            let u = self.tenants.entry(r.tenant.clone()).or_default();
+            if !self.tenants.contains_key(&r.tenant) {
+                self.tenants.insert(r.tenant.clone(), TenantUse::default());
+            }
+            let u = self.tenants.get_mut(&r.tenant).expect("inserted above");
             u.jobs += 1;
             u.resources = u.resources.saturating_add(&r.resources);
-            match self.pos_of_id.get(&r.worker) {
-                Some(&i) => {
-                    let i = i as usize;
+            let at = self
+                .order
+                .binary_search_by(|&k| view.workers[k as usize].id.cmp(&r.worker));
+            match at {
+                Ok(i) => {
                     self.occupants[i].push(Occupant::of(r));
                     self.index_of_job.insert(r.id, i);
                     self.preemptible[r.priority.rank() as usize] += 1;
                 }
-                None => {
+                Err(_) => {
                     self.orphans.insert(r.id, (r.tenant.clone(), r.resources));
                 }
             }
@@ -398,7 +428,7 @@ impl ClusterIndex {
 
     /// Saves worker `w` (once per cycle) before the cycle changes it.
     pub(crate) fn save_worker(&mut self, undo: &mut Undo, w: usize) {
-        if self.saved_at[w] != self.stamp {
+        if self.kept() && self.saved_at[w] != self.stamp {
             self.saved_at[w] = self.stamp;
             undo.workers.push((
                 w,
@@ -411,7 +441,7 @@ impl ClusterIndex {
 
     /// Saves a tenant's use (once per cycle) before the cycle changes it.
     pub(crate) fn save_tenant(&self, undo: &mut Undo, tenant: &TenantId) {
-        if !undo.tenants.iter().any(|(t, _)| t == tenant) {
+        if self.kept() && !undo.tenants.iter().any(|(t, _)| t == tenant) {
             undo.tenants
                 .push((tenant.clone(), self.tenants.get(tenant).copied()));
         }

@@ -257,7 +257,8 @@ impl Pipeline {
     /// Profiles take turns, one job each, in name order; within a profile its queue strategy
     /// gives the order.
     pub fn schedule(&self, view: &ClusterView) -> Outcome {
-        let mut index = ClusterIndex::new();
+        // A one-cycle index: no undo log, nothing copied to be compared next cycle.
+        let mut index = ClusterIndex::one_cycle();
         self.schedule_with(view, &mut index)
     }
 
