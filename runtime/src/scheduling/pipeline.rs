@@ -548,15 +548,20 @@ impl Pipeline {
                         let m = set.eligible.len();
                         let first = set.eligible.partition_point(|&i| (i as usize) < start);
                         let (tail, head) = set.eligible.split_at(first);
+                        // The block check runs once per block entered, not per worker.
+                        let mut block = usize::MAX;
                         'scan: for part in [head, tail] {
                             let mut k = 0;
                             while k < part.len() {
                                 let i = part[k] as usize;
-                                if skip && !may_fit(i) {
-                                    let end = ((i / BLOCK + 1) * BLOCK) as u32;
-                                    k += part[k..].partition_point(|&x| x < end);
-                                    skipped = true;
-                                    continue;
+                                if skip && i / BLOCK != block {
+                                    block = i / BLOCK;
+                                    if !may_fit(i) {
+                                        let end = ((block + 1) * BLOCK) as u32;
+                                        k += part[k..].partition_point(|&x| x < end);
+                                        skipped = true;
+                                        continue;
+                                    }
                                 }
                                 if visit(i, scratch) {
                                     stopped = true;
@@ -574,11 +579,15 @@ impl Pipeline {
                     None => {
                         'scan: for (from, to) in [(start, n), (0, start)] {
                             let mut i = from;
+                            let mut block = usize::MAX;
                             while i < to {
-                                if skip && !may_fit(i) {
-                                    i = ((i / BLOCK + 1) * BLOCK).min(to);
-                                    skipped = true;
-                                    continue;
+                                if skip && i / BLOCK != block {
+                                    block = i / BLOCK;
+                                    if !may_fit(i) {
+                                        i = ((block + 1) * BLOCK).min(to);
+                                        skipped = true;
+                                        continue;
+                                    }
                                 }
                                 if visit(i, scratch) {
                                     stopped = true;
