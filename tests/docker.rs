@@ -355,6 +355,37 @@ fn a_restarted_node_reclaims_orphan_containers() {
 }
 
 #[test]
+fn a_restarted_docker_provider_adopts_the_containers_of_live_workers() {
+    if !docker_available() {
+        return;
+    }
+    let mut node = TestNode::start(NodeOpts {
+        workers: 0,
+        extra: docker_config("adopt", 1, 1, "slots = 1\ncpu = \"1\"\nmemory = \"128Mi\""),
+        ..Default::default()
+    });
+    let cluster = cluster_id(&node);
+    let _cleanup = Cleanup(cluster.clone());
+    node.wait_workers(1);
+    let before = containers(&cluster, false);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let worker = node.workers()[0]["id"].as_str().expect("id").to_string();
+    node.ok(&["debug", "fault", "provider:docker"]);
+    wait_for(Duration::from_secs(30), "the provider restarted", || {
+        strip_ansi(&node.log())
+            .contains("injected fault in docker provider")
+            .then_some(())
+    });
+    // The restarted provider adopts the live worker's container instead of removing it: the
+    // worker keeps running jobs, and scale-down / shutdown still remove its container.
+    let id = node.submit(&[], &["echo", "still here"]);
+    let j = node.wait_state(id, "succeeded", Duration::from_secs(60));
+    assert_eq!(j["worker"], worker.as_str(), "{j}");
+    assert_eq!(containers(&cluster, false), before, "the same container");
+    stop_and_check_clean(&mut node, &cluster);
+}
+
+#[test]
 fn an_unreachable_engine_makes_the_provider_unhealthy_and_nothing_crashes() {
     // Needs no engine: the socket does not exist.
     let mut node = TestNode::start(NodeOpts {

@@ -329,6 +329,10 @@ fn inject_fault(ctx: &NodeContext, target: &str) -> ClientReply {
             .dir
             .provider()
             .map(|s| s.cast(crate::provider::ProviderMsg::InjectFault).is_ok()),
+        Some(("provider", name)) => ctx
+            .dir
+            .named_provider(&name.to_string())
+            .map(|s| s.cast(crate::provider::ProviderMsg::InjectFault).is_ok()),
         Some(("job", id)) => id.parse::<JobId>().ok().and_then(|id| {
             ctx.dir
                 .job(&id)

@@ -183,7 +183,8 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum DebugCmd {
-    /// Make an actor fail: scheduler, autoscaler, provider, job:ID, worker:ID, pool:NAME.
+    /// Make an actor fail: scheduler, autoscaler, provider, provider:NAME, job:ID, worker:ID,
+    /// pool:NAME.
     Fault {
         #[command(flatten)]
         conn: Conn,
