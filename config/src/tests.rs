@@ -19,8 +19,13 @@ data_dir = "/tmp/hodei-test"
 fn the_documented_example_is_valid() {
     let text = include_str!("../hodei.example.toml");
     let c = check(text).expect("example config validates");
-    assert_eq!(c.pools.len(), 3);
+    assert_eq!(c.pools.len(), 4);
     assert_eq!(c.pools[0].template.slots, 4);
+    assert_eq!(c.pools[2].providers, ["docker"]);
+    assert_eq!(
+        c.providers["docker"].kind,
+        hodei_runtime::ProviderKind::Docker
+    );
     assert_eq!(c.agents.heartbeat_interval_ms, 1000);
     let profiles = &c.scheduler.pipeline.profiles;
     assert_eq!(
