@@ -287,6 +287,36 @@ fn latency_summary(v: &mut [f64]) -> serde_json::Value {
     json!({"n": v.len(), "p50": pct(v, 50.0), "p99": pct(v, 99.0)})
 }
 
+/// A `true` job that may run only on `pool`'s workers.
+fn on_pool(pool: &str, name: String) -> JobSpec {
+    JobSpec::argv(["true"]).with_name(name).with_scheduling(
+        hodei_runtime::scheduling::SchedulingConstraints {
+            node_selector: [("hodei.io/pool".to_string(), pool.to_string())].into(),
+            ..Default::default()
+        },
+    )
+}
+
+/// Workers of `pool` not terminated (provisioning included).
+fn live_in(ws: &[hodei_actors::wire::WorkerView], pool: &str) -> usize {
+    ws.iter()
+        .filter(|w| w.pool == pool && w.state != hodei_runtime::WorkerState::Terminated)
+        .count()
+}
+
+/// Waits until `pool` has scaled back to zero workers.
+async fn wait_until_empty(client: &Client, pool: &str, within: Duration) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while live_in(&client.workers().await?, pool) > 0 {
+        anyhow::ensure!(
+            t.elapsed() < within,
+            "the {pool} pool did not scale back to zero within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// Submits `spec`, waits for it to succeed and returns submit → start in ms (node timestamps).
 async fn start_latency_ms(client: &Client, spec: JobSpec) -> anyhow::Result<Option<f64>> {
     let id = client.submit(spec).await?;
@@ -304,7 +334,6 @@ async fn start_latency_ms(client: &Client, spec: JobSpec) -> anyhow::Result<Opti
 /// durable ack included) and on a dynamic pool at zero (submit → a worker provisioned, its
 /// agent registered, the job started).
 pub async fn scaling(args: ScalingBenchArgs) -> anyhow::Result<()> {
-    use hodei_runtime::scheduling::SchedulingConstraints;
     let dir = tempfile::Builder::new().prefix("hodei-bench-").tempdir()?;
     let cookie = format!("bench-{}", hodei_actors::provider::local::random_hex(12));
     let text = format!(
@@ -341,19 +370,6 @@ scale_down_cooldown_ms = 0
         .validate(hodei_config::HostResources::detect())?;
     let node = crate::server::start(config).await?;
     let client = node.client();
-    let on_pool = |pool: &str, name: String| {
-        JobSpec::argv(["true"])
-            .with_name(name)
-            .with_scheduling(SchedulingConstraints {
-                node_selector: [("hodei.io/pool".to_string(), pool.to_string())].into(),
-                ..Default::default()
-            })
-    };
-    let live_in = |ws: &[hodei_actors::wire::WorkerView], pool: &str| {
-        ws.iter()
-            .filter(|w| w.pool == pool && w.state != hodei_runtime::WorkerState::Terminated)
-            .count()
-    };
     let t = Instant::now();
     while live_in(&client.workers().await?, "warm") == 0
         || client
@@ -380,15 +396,7 @@ scale_down_cooldown_ms = 0
     let b = bar(args.cold as u64, "cold");
     let mut cold = Vec::with_capacity(args.cold);
     for i in 0..args.cold {
-        // Wait for the pool to be back at zero.
-        let t = Instant::now();
-        while live_in(&client.workers().await?, "cold") > 0 {
-            anyhow::ensure!(
-                t.elapsed() < Duration::from_secs(30),
-                "the cold pool did not scale back to zero"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_empty(&client, "cold", Duration::from_secs(30)).await?;
         cold.extend(start_latency_ms(&client, on_pool("cold", format!("cold-{i}"))).await?);
         b.inc(1);
     }
@@ -509,20 +517,6 @@ async fn docker_samples(
     client: &Client,
     args: &DockerBenchArgs,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    use hodei_runtime::scheduling::SchedulingConstraints;
-    let on_pool = |pool: &str, name: String| {
-        JobSpec::argv(["true"])
-            .with_name(name)
-            .with_scheduling(SchedulingConstraints {
-                node_selector: [("hodei.io/pool".to_string(), pool.to_string())].into(),
-                ..Default::default()
-            })
-    };
-    let live_in = |ws: &[hodei_actors::wire::WorkerView], pool: &str| {
-        ws.iter()
-            .filter(|w| w.pool == pool && w.state != hodei_runtime::WorkerState::Terminated)
-            .count()
-    };
     // The first start builds the worker image (once per binary): not a sample.
     let t = Instant::now();
     while !client
@@ -550,14 +544,7 @@ async fn docker_samples(
     let mut provision = Vec::with_capacity(args.provision);
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..args.provision {
-        let t = Instant::now();
-        while live_in(&client.workers().await?, "cold") > 0 {
-            anyhow::ensure!(
-                t.elapsed() < Duration::from_secs(60),
-                "the cold pool did not scale back to zero"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_empty(client, "cold", Duration::from_secs(60)).await?;
         start_latency_ms(client, on_pool("cold", format!("cold-{i}"))).await?;
         for w in client.workers().await? {
             if w.pool == "cold"

@@ -146,46 +146,49 @@ fn line_chart(
         .x_label_area_size(40)
         .y_label_area_size(60);
     if log_x {
-        let mut chart = builder
+        let chart = builder
             .build_cartesian_2d((1.0..x_max.max(10.0)).log_scale(), 0.0..y_max)
             .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .draw()
-            .map_err(plot_err)?;
-        for (i, (name, p)) in curves.iter().enumerate() {
-            let c = COLORS[i % COLORS.len()];
-            chart
-                .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-        }
-        legend(&mut chart)?;
+        draw_curves(chart, x_desc, y_desc, curves)?;
     } else {
-        let mut chart = builder
+        let chart = builder
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)
             .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .draw()
-            .map_err(plot_err)?;
-        for (i, (name, p)) in curves.iter().enumerate() {
-            let c = COLORS[i % COLORS.len()];
-            chart
-                .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-        }
-        legend(&mut chart)?;
+        draw_curves(chart, x_desc, y_desc, curves)?;
     }
     root.present().map_err(plot_err)?;
     Ok(())
+}
+
+/// The mesh, one line per curve and the legend, on either kind of x axis.
+fn draw_curves<'a, X>(
+    mut chart: ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<X, plotters::coord::types::RangedCoordf64>,
+    >,
+    x_desc: &str,
+    y_desc: &str,
+    curves: &[Curve],
+) -> anyhow::Result<()>
+where
+    X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(plot_err)?;
+    for (i, (name, p)) in curves.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
+            .map_err(plot_err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+    }
+    legend(&mut chart)
 }
 
 fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
