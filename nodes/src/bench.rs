@@ -304,6 +304,36 @@ fn live_in(ws: &[hodei_actors::wire::WorkerView], pool: &str) -> usize {
         .count()
 }
 
+/// Waits until a worker of `pool` has registered and takes work.
+async fn wait_until_ready(client: &Client, pool: &str, within: Duration) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while !client
+        .workers()
+        .await?
+        .iter()
+        .any(|w| w.pool == pool && w.state.accepts_work())
+    {
+        anyhow::ensure!(
+            t.elapsed() < within,
+            "no worker of pool {pool} registered within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Start latencies of `n` jobs run one after another on the `warm` pool.
+async fn warm_samples(client: &Client, n: usize) -> anyhow::Result<Vec<f64>> {
+    let b = bar(n as u64, "warm");
+    let mut warm = Vec::with_capacity(n);
+    for i in 0..n {
+        warm.extend(start_latency_ms(client, on_pool("warm", format!("warm-{i}"))).await?);
+        b.inc(1);
+    }
+    b.finish();
+    Ok(warm)
+}
+
 /// Waits until `pool` has scaled back to zero workers.
 async fn wait_until_empty(client: &Client, pool: &str, within: Duration) -> anyhow::Result<()> {
     let t = Instant::now();
@@ -370,28 +400,8 @@ scale_down_cooldown_ms = 0
         .validate(hodei_config::HostResources::detect())?;
     let node = crate::server::start(config).await?;
     let client = node.client();
-    let t = Instant::now();
-    while live_in(&client.workers().await?, "warm") == 0
-        || client
-            .workers()
-            .await?
-            .iter()
-            .all(|w| !(w.pool == "warm" && w.state.accepts_work()))
-    {
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(30),
-            "the warm worker did not register"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let b = bar(args.warm as u64, "warm");
-    let mut warm = Vec::with_capacity(args.warm);
-    for i in 0..args.warm {
-        warm.extend(start_latency_ms(&client, on_pool("warm", format!("warm-{i}"))).await?);
-        b.inc(1);
-    }
-    b.finish();
+    wait_until_ready(&client, "warm", Duration::from_secs(30)).await?;
+    let mut warm = warm_samples(&client, args.warm).await?;
 
     let b = bar(args.cold as u64, "cold");
     let mut cold = Vec::with_capacity(args.cold);
@@ -518,27 +528,8 @@ async fn docker_samples(
     args: &DockerBenchArgs,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     // The first start builds the worker image (once per binary): not a sample.
-    let t = Instant::now();
-    while !client
-        .workers()
-        .await?
-        .iter()
-        .any(|w| w.pool == "warm" && w.state.accepts_work())
-    {
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(300),
-            "the warm container's agent did not register within 300 s (image build included)"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    let b = bar(args.warm as u64, "warm");
-    let mut warm = Vec::with_capacity(args.warm);
-    for i in 0..args.warm {
-        warm.extend(start_latency_ms(client, on_pool("warm", format!("warm-{i}"))).await?);
-        b.inc(1);
-    }
-    b.finish();
+    wait_until_ready(client, "warm", Duration::from_secs(300)).await?;
+    let warm = warm_samples(client, args.warm).await?;
 
     let b = bar(args.provision as u64, "provision");
     let mut provision = Vec::with_capacity(args.provision);
