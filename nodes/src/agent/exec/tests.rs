@@ -729,7 +729,8 @@ async fn explicit_working_dir_is_used_and_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scratch_dir_is_cwd_and_never_handed_on_dirty() {
     let h = Harness::new("scratch");
-    let (key, _) = h.launch_sh(7, "pwd; echo data > file; sleep 300");
+    // The file is written before `pwd` prints, so it exists when the job is stopped below.
+    let (key, _) = h.launch_sh(7, "echo data > file; pwd; sleep 300");
     let out = h.wait_stdout(key, "\n").await;
     let scratch = PathBuf::from(out.trim());
     assert!(
