@@ -254,6 +254,9 @@ pub struct NodeContext {
     pub journal_mode: crate::journal::JournalMode,
     /// Custom scheduling plugins (added to the pipeline each time the scheduler starts).
     pub plugins: SchedulerPlugins,
+    /// The state recovered when the node started (taken by the control plane's first start;
+    /// a later start recovers from the store again).
+    pub recovered: Arc<std::sync::Mutex<Option<hodei_runtime::store::Recovered>>>,
 }
 
 /// Builds one custom scheduling plugin (called again whenever the scheduler restarts).

@@ -23,7 +23,7 @@ use hodei_runtime::scaling::{
 use hodei_runtime::scheduling::{
     Explanation, Outcome, Taint, TaintEffect, unschedulable_backoff_ms,
 };
-use hodei_runtime::store::{JournalEntry, Store};
+use hodei_runtime::store::{JournalEntry, Marks, Store};
 use hodei_runtime::{
     ExitReport, JobId, JobRecord, JobSpec, JobState, PoolId, Priority, TenantId, WorkerId,
     WorkerRecord, WorkerRegistration, WorkerState,
@@ -328,9 +328,13 @@ impl Actor for ControlPlane {
     ) -> Result<Self::State, ActorProcessingErr> {
         ctx.dir.set_control(myself.clone());
         let store = ctx.store.clone();
-        let recovered = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || store.recover()).await??
+        let taken = ctx.recovered.lock().expect("recovered lock").take();
+        let recovered = match taken {
+            Some(r) => r,
+            None => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.recover()).await??
+            }
         };
         for w in &recovered.warnings {
             warn!(store = %store.path().display(), "{w}");
@@ -351,6 +355,7 @@ impl Actor for ControlPlane {
                 };
             });
         let now = ctx.now_ms();
+        let recovered_loss = recovered.loss.clone();
         let mut core = Core {
             ctx,
             state: recovered.state,
@@ -375,6 +380,29 @@ impl Actor for ControlPlane {
             sched_dirty: true,
             sched_in_flight: None,
         };
+        if let Some(loss) = &recovered_loss {
+            warn!(
+                acked_index = loss.acked_index,
+                recovered_index = loss.recovered_index,
+                next_job_id = loss.marks.next_job_id,
+                "accepting data loss (--accept-data-loss): {}",
+                loss.what
+            );
+            let cmd = Command::DataLossAccepted {
+                acked_index: loss.acked_index,
+                recovered_index: loss.recovered_index,
+                next_job_id: loss.marks.next_job_id,
+                epoch: loss.marks.epoch,
+                worker_seq_min: loss.marks.worker_seq_max,
+                pools: core.ctx.config.pools.iter().map(|p| p.id.clone()).collect(),
+                what: loss.what.clone(),
+                at_ms: now,
+            };
+            core.state
+                .apply(&cmd)
+                .map_err(|r| format!("accepting the data loss: {r}"))?;
+            core.journal(cmd)?;
+        }
         let node = core.ctx.config.node.name.clone();
         let events = core
             .state
@@ -661,9 +689,11 @@ impl ControlPlaneState {
             .is_some_and(|(i, _)| *i > self.core.sync_requested);
         if !self.core.outbox.is_empty() {
             let entries = std::mem::take(&mut self.core.outbox);
+            let marks = self.core.marks();
             self.core.writer.submit(WriterOp::Append {
                 entries,
                 sync: need_sync,
+                marks,
             })?;
         } else if need_sync {
             self.core.writer.submit(WriterOp::Sync)?;
@@ -712,11 +742,23 @@ impl Core {
         Ok(index)
     }
 
+    /// What the watermark records once everything journaled so far is durable.
+    fn marks(&self) -> Marks {
+        Marks {
+            index: self.last_index,
+            next_job_id: self.state.next_job_id,
+            epoch: self.state.epoch.0,
+            worker_seq_max: self.state.worker_seq.values().copied().max().unwrap_or(0),
+        }
+    }
+
     fn snapshot(&mut self) -> Result<(), String> {
         if !self.outbox.is_empty() {
+            let marks = self.marks();
             self.writer.submit(WriterOp::Append {
                 entries: std::mem::take(&mut self.outbox),
                 sync: false,
+                marks,
             })?;
         }
         let state = Store::encode_state(&self.state).map_err(|e| e.to_string())?;
@@ -724,6 +766,7 @@ impl Core {
             state,
             index: self.last_index,
             at_ms: self.ctx.now_ms(),
+            marks: self.marks(),
         })?;
         self.sync_requested = self.last_index;
         self.since_snapshot = 0;

@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use hodei_runtime::store::{JournalEntry, Store};
+use hodei_runtime::store::{JournalEntry, Marks, Store};
 
 use crate::metrics::Metrics;
 
@@ -29,6 +29,9 @@ pub enum WriterOp {
         entries: Vec<JournalEntry>,
         /// Flush after writing.
         sync: bool,
+        /// The state's marks once these entries are applied (recorded in the watermark when
+        /// they are durable).
+        marks: Marks,
     },
     /// Make everything appended so far durable and report it.
     Sync,
@@ -40,6 +43,8 @@ pub enum WriterOp {
         index: u64,
         /// When it was taken.
         at_ms: u64,
+        /// The state's marks at `index`.
+        marks: Marks,
     },
 }
 
@@ -81,6 +86,7 @@ struct Inline {
     metrics: Arc<Metrics>,
     report: Box<dyn Fn(WriterEvent) + Send>,
     appended: u64,
+    marks: Option<Marks>,
 }
 
 impl std::fmt::Debug for JournalWriter {
@@ -106,6 +112,7 @@ impl JournalWriter {
                     metrics,
                     report: Box::new(report),
                     appended: 0,
+                    marks: None,
                 }),
             };
         }
@@ -125,10 +132,15 @@ impl JournalWriter {
     pub fn submit(&mut self, op: WriterOp) -> Result<(), String> {
         if let Some(i) = self.inline.as_mut() {
             let (r, sync) = match op {
-                WriterOp::Append { entries, sync } => {
+                WriterOp::Append {
+                    entries,
+                    sync,
+                    marks,
+                } => {
                     if let Some(last) = entries.last() {
                         i.appended = i.appended.max(last.index);
                     }
+                    i.marks = Some(marks);
                     i.metrics.journal_entries.inc_by(entries.len() as u64);
                     (i.store.append(&entries), sync)
                 }
@@ -137,17 +149,22 @@ impl JournalWriter {
                     state,
                     index,
                     at_ms,
+                    marks,
                 } => {
+                    i.marks = Some(marks);
                     i.metrics.snapshots.inc();
                     (i.store.write_snapshot(state, index, at_ms), true)
                 }
             };
+            let marks = i.marks;
             match r.and_then(|_| {
                 if sync {
-                    i.store.flush().map(|_| ())
-                } else {
-                    Ok(())
+                    i.store.flush()?;
+                    if let Some(m) = marks {
+                        i.store.write_marks(m)?;
+                    }
                 }
+                Ok(())
             }) {
                 Ok(()) if sync => (i.report)(WriterEvent::Durable { index: i.appended }),
                 Ok(()) => {}
@@ -191,6 +208,7 @@ fn run(
 ) {
     let mut failed = false;
     let mut appended = 0u64;
+    let mut marks: Option<Marks> = None;
     while let Ok(first) = rx.recv() {
         if failed {
             continue;
@@ -221,10 +239,12 @@ fn run(
                 WriterOp::Append {
                     entries: mut e,
                     sync: s,
+                    marks: m,
                 } => {
                     if let Some(last) = e.last() {
                         appended = appended.max(last.index);
                     }
+                    marks = Some(m);
                     sync |= s;
                     pending.append(&mut e);
                 }
@@ -233,7 +253,9 @@ fn run(
                     state,
                     index,
                     at_ms,
+                    marks: m,
                 } => {
+                    marks = Some(m);
                     metrics.journal_entries.inc_by(pending.len() as u64);
                     result = store
                         .append(&std::mem::take(&mut pending))
@@ -255,11 +277,15 @@ fn run(
         }
         let result = result.and_then(|_| {
             let t = Instant::now();
-            let r = store.flush();
+            store.flush()?;
+            // The watermark follows the flush and precedes every acknowledgement it covers.
+            if let Some(m) = marks {
+                store.write_marks(m)?;
+            }
             metrics
                 .journal_flush_seconds
                 .observe(t.elapsed().as_secs_f64());
-            r
+            Ok(())
         });
         match result {
             Ok(_) => {

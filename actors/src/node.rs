@@ -93,7 +93,12 @@ pub fn open_data_dir(config: &Config) -> Result<(Arc<Store>, Arc<LogStore>), Nod
         reason,
     };
     std::fs::create_dir_all(dd).map_err(|e| dd_err(e.to_string()))?;
-    let store = Store::open(&dd.join("store"), config.store.cache_bytes).map_err(|e| match e {
+    let store = Store::open_with(
+        &dd.join("store"),
+        config.store.cache_bytes,
+        config.store.accept_data_loss,
+    )
+    .map_err(|e| match e {
         hodei_runtime::StoreError::Sled { source, .. }
             if source.to_string().contains("lock") || source.to_string().contains("WouldBlock") =>
         {
@@ -193,6 +198,14 @@ pub async fn start_node_full(
     wire::set_max_message_bytes(config.node.max_message_bytes);
     let (store, logs) = open_data_dir(&config)?;
     let cluster_id = store.cluster_id()?;
+    // Recover before anything starts, so that a damaged store or lost acknowledged entries stop
+    // the node with the store's own message (see `Store::recover`).
+    let recovered = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.recover())
+            .await
+            .map_err(|e| NodeError::Start(format!("recovering the state: {e}")))??
+    };
     let ctx = NodeContext {
         config: Arc::new(config),
         dir: Directory::default(),
@@ -204,6 +217,7 @@ pub async fn start_node_full(
         cluster_id,
         journal_mode,
         plugins,
+        recovered: Arc::new(std::sync::Mutex::new(Some(recovered))),
     };
     let agents = LocalAgents::new();
     let c = ctx.clone();

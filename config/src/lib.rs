@@ -420,6 +420,10 @@ pub struct StoreConfig {
     pub cache_bytes: u64,
     /// Snapshot cadence.
     pub snapshot_every_entries: u64,
+    /// Start even when acknowledged data is found missing or damaged, recording the loss in
+    /// the journal. Never read from a file: only `hodei node --accept-data-loss` sets it, for one
+    /// start.
+    pub accept_data_loss: bool,
 }
 
 /// `[jobs]`, validated.
@@ -853,6 +857,7 @@ impl RawConfig {
             store: StoreConfig {
                 cache_bytes,
                 snapshot_every_entries,
+                accept_data_loss: false,
             },
             jobs,
             agents,

@@ -53,6 +53,11 @@ enum Cmd {
         /// The TOML config (see config/hodei.example.toml).
         #[arg(long)]
         config: PathBuf,
+        /// Start even if acknowledged data is found missing or the store is damaged: continue
+        /// from what can be read and record the loss in the journal (job ids are not reused).
+        /// Without it such a node refuses to start and says what was lost.
+        #[arg(long)]
+        accept_data_loss: bool,
     },
     /// Run a development node: one local pool, dev cookie, data in ~/.hodei/dev.
     Dev {
@@ -567,8 +572,12 @@ async fn connect(c: &Conn) -> Result<Client, Failure> {
 
 async fn run(cmd: Cmd) -> Result<u8, Failure> {
     match cmd {
-        Cmd::Node { config } => {
-            let config = Config::load(&config).map_err(|e| Failure::usage(e.to_string()))?;
+        Cmd::Node {
+            config,
+            accept_data_loss,
+        } => {
+            let mut config = Config::load(&config).map_err(|e| Failure::usage(e.to_string()))?;
+            config.store.accept_data_loss = accept_data_loss;
             let node = hodei::server::start(config).await?;
             eprintln!("hodei node listening on {}", node.addr);
             node.run_until_signal().await?;

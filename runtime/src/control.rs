@@ -173,6 +173,28 @@ pub enum Command {
         /// When.
         at_ms: u64,
     },
+    /// Acknowledged journal entries were found missing at start-up and the operator accepted
+    /// the loss (`--accept-data-loss`): the journal continues after `recovered_index`, and job
+    /// ids, the epoch and worker ids continue above what was handed out before the loss, so no
+    /// id a client or a container may hold is given out again.
+    DataLossAccepted {
+        /// The highest index acknowledged before (0 when unknown).
+        acked_index: u64,
+        /// Where the surviving journal ended.
+        recovered_index: u64,
+        /// Job ids below this may have been handed out.
+        next_job_id: u64,
+        /// The epoch reached before the loss.
+        epoch: u64,
+        /// Worker sequence numbers up to this may have been handed out (in any pool).
+        worker_seq_min: u64,
+        /// The pools whose worker sequences are raised to `worker_seq_min`.
+        pools: Vec<PoolId>,
+        /// What was found.
+        what: String,
+        /// When.
+        at_ms: u64,
+    },
     /// Retention: forget finished jobs and terminated workers.
     Purge {
         /// Finished before this time.
@@ -204,6 +226,7 @@ impl Command {
             Command::WorkerDraining { .. } => "worker_draining",
             Command::WorkerTerminated { .. } => "worker_terminated",
             Command::Purge { .. } => "purge",
+            Command::DataLossAccepted { .. } => "data_loss_accepted",
         }
     }
 }
@@ -649,6 +672,24 @@ impl ControlState {
         match cmd {
             Command::NodeStarted { node, at_ms } => Ok(self.on_node_started(node, *at_ms)),
             Command::NodeStopping { at_ms } => Ok(self.on_node_stopping(*at_ms)),
+            Command::DataLossAccepted {
+                next_job_id,
+                epoch,
+                worker_seq_min,
+                pools,
+                ..
+            } => {
+                self.next_job_id = self.next_job_id.max(*next_job_id);
+                self.epoch = self.epoch.max(Epoch(*epoch));
+                for pool in pools {
+                    let seq = self.worker_seq.entry(pool.clone()).or_default();
+                    *seq = (*seq).max(*worker_seq_min);
+                }
+                for seq in self.worker_seq.values_mut() {
+                    *seq = (*seq).max(*worker_seq_min);
+                }
+                Ok(Vec::new())
+            }
             Command::SubmitJob { id, spec, at_ms } => self.on_submit(*id, spec, *at_ms),
             Command::CancelJob { id, reason, at_ms } => self.on_cancel(*id, reason, *at_ms),
             Command::AssignJob {

@@ -72,6 +72,55 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// sled found its files damaged (a flipped byte, a truncated or corrupt blob).
+    #[error(
+        "the store at {path} is damaged: {detail}. Refusing to start: entries up to {acked} were acknowledged to clients. \
+         Restore a backup (`hodei operator snapshot restore FILE` into an empty data directory), or start once with \
+         --accept-data-loss to move the damaged store aside and continue from what can be read (the loss is recorded in \
+         the journal; job ids are not reused)"
+    )]
+    Damaged {
+        /// The database directory.
+        path: String,
+        /// What sled reported.
+        detail: String,
+        /// The highest acknowledged index (from the watermark).
+        acked: u64,
+    },
+    /// The journal that could be recovered ends before the last acknowledged entry.
+    #[error(
+        "the store at {path} recovered its journal only up to entry {recovered}, but entry {acked} was acknowledged \
+         to clients ({watermark}): acknowledged data was lost ({detail}). Refusing to start. Restore a backup \
+         (`hodei operator snapshot restore FILE` into an empty data directory), or start once with --accept-data-loss \
+         to continue from entry {recovered} (the loss is recorded in the journal; job ids are not reused)"
+    )]
+    DataLoss {
+        /// The database directory.
+        path: String,
+        /// The highest acknowledged index.
+        acked: u64,
+        /// Where the recovered journal ends.
+        recovered: u64,
+        /// The watermark file.
+        watermark: String,
+        /// What recovery found.
+        detail: String,
+    },
+    /// The store holds data but its acknowledgement watermark is missing.
+    #[error(
+        "the store at {path} holds data but its acknowledgement watermark {watermark} is missing, so it cannot be \
+         checked for lost acknowledged entries. Refusing to start. Restore the file or a backup, or start once with \
+         --accept-data-loss to accept the store as it is"
+    )]
+    WatermarkMissing {
+        /// The database directory.
+        path: String,
+        /// The watermark file.
+        watermark: String,
+    },
+    /// The acknowledgement watermark could not be read or written.
+    #[error("{0}")]
+    Watermark(String),
     /// Encoding a record failed.
     #[error("encoding {what}: {reason}")]
     Encode {

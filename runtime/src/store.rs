@@ -12,8 +12,16 @@
 //! decodes (falling back to the previous one), then replays the journal after it. The journal is
 //! truncated only behind the *previous* snapshot, so the fallback can always replay.
 //!
-//! Durability: [`Store::append`] writes, [`Store::flush`] makes durable (fsync). Callers
-//! acknowledge nothing before the flush that covers it.
+//! Durability: [`Store::append`] writes, [`Store::flush`] makes durable (fsync), then
+//! [`Store::write_marks`] records the durable index in the acknowledgement watermark
+//! (`<store>.watermark`, see [`watermark`]). Callers acknowledge nothing before both.
+//!
+//! Integrity: sled truncates its log at the first damaged record, so a damaged file can make it
+//! open without the journal's tail. Recovery compares the end of the journal it could read with
+//! the watermark and refuses to start when acknowledged entries are missing
+//! ([`StoreError::DataLoss`]), unless the store was opened with `accept_data_loss`: then the
+//! loss is reported in [`Recovered::loss`] (the control plane journals it) and the watermark's
+//! ids keep new job and worker ids from reusing old ones.
 //!
 //! This is the seam the cluster issue replaces with a replicated log: [`Store::append`],
 //! [`Store::entries_from`] and the snapshot calls are what a consensus log store needs.
@@ -25,6 +33,10 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::control::{Command, ControlState};
 use crate::error::StoreError;
+
+pub mod watermark;
+
+pub use watermark::{Marks, Watermark, WatermarkError};
 
 /// On-disk format version of this build. Bump it whenever an encoded type changes shape.
 pub const STORE_FORMAT_VERSION: u32 = 2;
@@ -72,6 +84,21 @@ pub struct Recovered {
     pub replayed: u64,
     /// Problems that recovery worked around (e.g. a corrupt newest snapshot).
     pub warnings: Vec<String>,
+    /// Acknowledged data that was lost and accepted as lost (only with `accept_data_loss`).
+    pub loss: Option<DataLoss>,
+}
+
+/// Acknowledged data found missing at start-up and accepted as lost (`--accept-data-loss`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataLoss {
+    /// The highest index ever acknowledged (from the watermark; 0 when it was unreadable).
+    pub acked_index: u64,
+    /// Where the surviving journal ends.
+    pub recovered_index: u64,
+    /// The watermark's marks: new ids start above them.
+    pub marks: Marks,
+    /// What was found (for the journal and the log).
+    pub what: String,
 }
 
 /// The sled-backed journal and snapshot store. One process per data directory (sled locks it).
@@ -81,6 +108,12 @@ pub struct Store {
     meta: sled::Tree,
     journal: sled::Tree,
     snapshots: sled::Tree,
+    watermark: std::sync::Mutex<Watermark>,
+    /// The marks found at open (what recovery must reach).
+    marks_at_open: Marks,
+    accept_data_loss: bool,
+    /// Problems found at open and accepted (with `accept_data_loss`).
+    open_losses: Vec<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -138,39 +171,124 @@ fn sled_config(dir: &Path, cache_bytes: u64) -> sled::Config {
         .flush_every_ms(Some(1000))
 }
 
+/// Whether a sled error means damaged files (rather than, say, a lock or a missing permission).
+/// sled reports a damaged `conf` file as "unsupported" (as if an old sled version wrote it).
+fn is_damage(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => true,
+        sled::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 impl Store {
-    /// Opens (or creates) the store in `dir`, refusing data of another format version.
+    /// Opens (or creates) the store in `dir`, refusing data of another format version, damaged
+    /// files and a missing watermark.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        Self::open_with(dir, cache_bytes, false)
+    }
+
+    /// Like [`Store::open`]; with `accept_data_loss`, a store sled cannot open because its files
+    /// are damaged is moved aside (to `<dir>.damaged-<unix ms>`) and a new one started, and a
+    /// missing or unreadable watermark is recreated. Every such loss is reported by
+    /// [`Store::recover`] in [`Recovered::loss`].
+    pub fn open_with(
+        dir: &Path,
+        cache_bytes: u64,
+        accept_data_loss: bool,
+    ) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
-        let sled_err = |source| StoreError::Sled {
-            path: path.display().to_string(),
-            source,
+        let p = path.display().to_string();
+        let wm_path = Watermark::path_for(dir);
+        let mut open_losses = Vec::new();
+        let marks_on_disk = match Watermark::read(&wm_path) {
+            Ok(m) => m,
+            Err(WatermarkError::Corrupt { .. }) if accept_data_loss => {
+                open_losses.push(format!(
+                    "the acknowledgement watermark {} was unreadable",
+                    wm_path.display()
+                ));
+                None
+            }
+            Err(e) => return Err(StoreError::Watermark(e.to_string())),
         };
-        let db = sled_config(dir, cache_bytes).open().map_err(sled_err)?;
+        let db = match sled_config(dir, cache_bytes).open() {
+            Ok(db) => db,
+            Err(e) if is_damage(&e) && accept_data_loss => {
+                let aside = PathBuf::from(format!(
+                    "{}.damaged-{}",
+                    p,
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis())
+                        .unwrap_or(0)
+                ));
+                std::fs::rename(dir, &aside).map_err(|io| StoreError::Sled {
+                    path: p.clone(),
+                    source: sled::Error::Io(io),
+                })?;
+                open_losses.push(format!(
+                    "sled could not open the store ({e}); it was moved aside to {} and a new one started",
+                    aside.display()
+                ));
+                sled_config(dir, cache_bytes)
+                    .open()
+                    .map_err(|source| StoreError::Sled {
+                        path: p.clone(),
+                        source,
+                    })?
+            }
+            Err(e) if is_damage(&e) => {
+                return Err(StoreError::Damaged {
+                    path: p.clone(),
+                    detail: format!("sled could not open it: {e}"),
+                    acked: marks_on_disk.map_or(0, |m| m.index),
+                });
+            }
+            Err(source) => return Err(StoreError::Sled { path: p, source }),
+        };
+        let sled_err = |source: sled::Error| {
+            if is_damage(&source) {
+                StoreError::Damaged {
+                    path: p.clone(),
+                    detail: format!("sled could not read it: {source}"),
+                    acked: marks_on_disk.map_or(0, |m| m.index),
+                }
+            } else {
+                StoreError::Sled {
+                    path: p.clone(),
+                    source,
+                }
+            }
+        };
         let meta = db.open_tree("meta").map_err(sled_err)?;
         let journal = db.open_tree("journal").map_err(sled_err)?;
         let snapshots = db.open_tree("snapshots").map_err(sled_err)?;
+        let empty = journal.is_empty() && snapshots.is_empty();
         match meta.get(KEY_FORMAT_VERSION).map_err(sled_err)? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref())
                     .map(u32::from_le_bytes)
                     .map_err(|_| StoreError::Corrupt {
-                        path: path.display().to_string(),
+                        path: p.clone(),
                         what: "format version".into(),
                         reason: format!("{} bytes instead of 4", v.len()),
                     })?;
                 if found != STORE_FORMAT_VERSION {
                     return Err(StoreError::FormatVersion {
-                        path: path.display().to_string(),
+                        path: p,
                         found,
                         expected: STORE_FORMAT_VERSION,
                     });
                 }
             }
             None => {
-                if !journal.is_empty() || !snapshots.is_empty() {
+                if !empty {
                     return Err(StoreError::Corrupt {
-                        path: path.display().to_string(),
+                        path: p,
                         what: "format version".into(),
                         reason: "data present but no format version recorded".into(),
                     });
@@ -180,13 +298,61 @@ impl Store {
                 db.flush().map_err(sled_err)?;
             }
         }
+        // The watermark must exist once the store holds data: a store with data and no
+        // watermark cannot prove it holds everything it acknowledged.
+        let marks_at_open = match marks_on_disk {
+            Some(m) => m,
+            None if empty => Marks::default(),
+            None if accept_data_loss => {
+                if open_losses.is_empty() {
+                    open_losses.push(format!(
+                        "the acknowledgement watermark {} was missing",
+                        wm_path.display()
+                    ));
+                }
+                Marks::default()
+            }
+            None => {
+                return Err(StoreError::WatermarkMissing {
+                    path: p,
+                    watermark: wm_path.display().to_string(),
+                });
+            }
+        };
+        let watermark = if marks_on_disk.is_some() {
+            Watermark::open_or_create(&wm_path, marks_at_open)
+                .map(|(w, _)| w)
+                .map_err(|e| StoreError::Watermark(e.to_string()))?
+        } else {
+            Watermark::create(&wm_path, marks_at_open)
+                .map_err(|e| StoreError::Watermark(e.to_string()))?
+        };
         Ok(Store {
             path,
             db,
             meta,
             journal,
             snapshots,
+            watermark: std::sync::Mutex::new(watermark),
+            marks_at_open,
+            accept_data_loss,
+            open_losses,
         })
+    }
+
+    /// Durably records the marks of what is now durable in the watermark (after
+    /// [`Store::flush`], before anything it covers is acknowledged).
+    pub fn write_marks(&self, marks: Marks) -> Result<(), StoreError> {
+        self.watermark
+            .lock()
+            .expect("watermark lock")
+            .write(marks)
+            .map_err(|e| StoreError::Watermark(e.to_string()))
+    }
+
+    /// The marks last recorded in the watermark.
+    pub fn marks(&self) -> Marks {
+        self.watermark.lock().expect("watermark lock").marks()
     }
 
     /// The database directory.
@@ -195,6 +361,13 @@ impl Store {
     }
 
     fn sled_err(&self, source: sled::Error) -> StoreError {
+        if is_damage(&source) {
+            return StoreError::Damaged {
+                path: self.path.display().to_string(),
+                detail: format!("sled could not read it: {source}"),
+                acked: self.marks_at_open.index,
+            };
+        }
         StoreError::Sled {
             path: self.path.display().to_string(),
             source,
@@ -432,50 +605,177 @@ impl Store {
                 }
             }
         }
-        let (snapshot_index, mut state) = match base {
+        let (mut snapshot_index, mut state) = match base {
             Some((i, s)) => (Some(i), s),
             None => (None, ControlState::default()),
         };
-        let start = snapshot_index.unwrap_or(0) + 1;
-        let entries = self.entries_from(start)?;
-        if base_missing_but_truncated(any_snapshot, snapshot_index, &entries) {
-            return Err(self.corrupt(
-                "snapshots",
-                "every snapshot is unreadable and the journal no longer starts at entry 1",
+        let mut broken: Option<String> = None;
+        let mut last = snapshot_index.unwrap_or(0);
+        let mut replayed = 0;
+        if snapshot_index.is_none() && any_snapshot && self.first_journal_index()? > Some(1) {
+            // Every snapshot is unreadable and the journal no longer starts at entry 1: the
+            // journal alone cannot rebuild anything.
+            broken = Some(
+                "every snapshot is unreadable and the journal no longer starts at entry 1".into(),
+            );
+        } else {
+            self.replay(&mut state, &mut last, &mut replayed, &mut broken)?;
+        }
+        let acked = self.marks_at_open.index;
+        let wm = Watermark::path_for(&self.path).display().to_string();
+        let mut what: Vec<String> = self.open_losses.clone();
+        if let Some(b) = &broken {
+            what.push(b.clone());
+        }
+        if last < acked {
+            what.push(format!(
+                "entries {} to {acked} were acknowledged but are missing",
+                last + 1
             ));
         }
-        let mut last = start - 1;
-        let mut replayed = 0;
-        for e in entries {
-            if e.index != last + 1 {
-                return Err(self.corrupt(
-                    format!("journal entry {}", e.index),
-                    format!("gap: expected entry {}", last + 1),
-                ));
-            }
-            state.apply(&e.command).map_err(|r| StoreError::Replay {
-                index: e.index,
-                reason: r.to_string(),
-            })?;
-            last = e.index;
-            replayed += 1;
+        if what.is_empty() {
+            return Ok(Recovered {
+                state,
+                last_index: last,
+                snapshot_index,
+                replayed,
+                warnings,
+                loss: None,
+            });
         }
+        if !self.accept_data_loss {
+            return Err(if last < acked {
+                StoreError::DataLoss {
+                    path: self.path.display().to_string(),
+                    acked,
+                    recovered: last,
+                    watermark: wm,
+                    detail: broken.unwrap_or_else(|| {
+                        "the journal ends early: a damaged store file was cut short".into()
+                    }),
+                }
+            } else {
+                self.corrupt("journal", broken.unwrap_or_default())
+            });
+        }
+        // Accepted: what could not be read goes; the journal continues after `last`.
+        if broken.is_some() && snapshot_index.is_none() && last == 0 && any_snapshot {
+            state = ControlState::default();
+            snapshot_index = None;
+        }
+        self.drop_journal_after(last)?;
         Ok(Recovered {
             state,
             last_index: last,
             snapshot_index,
             replayed,
             warnings,
+            loss: Some(DataLoss {
+                acked_index: acked,
+                recovered_index: last,
+                marks: self.marks_at_open,
+                what: what.join("; "),
+            }),
         })
     }
-}
 
-fn base_missing_but_truncated(
-    any_snapshot: bool,
-    snapshot_index: Option<u64>,
-    entries: &[JournalEntry],
-) -> bool {
-    snapshot_index.is_none() && any_snapshot && entries.first().is_some_and(|e| e.index != 1)
+    /// Index of the first journal entry, if any.
+    fn first_journal_index(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .journal
+            .first()
+            .map_err(|e| self.sled_err(e))?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Applies the journal entries after `*last` to `state`, stopping at the first record that
+    /// cannot be read or does not follow on (described in `broken`).
+    fn replay(
+        &self,
+        state: &mut ControlState,
+        last: &mut u64,
+        replayed: &mut u64,
+        broken: &mut Option<String>,
+    ) -> Result<(), StoreError> {
+        let from = *last + 1;
+        let begin = self
+            .journal
+            .range(..=from.to_be_bytes())
+            .next_back()
+            .transpose()
+            .map_err(|e| self.sled_err(e))?
+            .map(|(k, _)| k.to_vec())
+            .unwrap_or_else(|| from.to_be_bytes().to_vec());
+        for kv in self.journal.range(begin..) {
+            let (first, cmds) = match kv
+                .map_err(|e| self.sled_err(e))
+                .and_then(|(k, v)| self.decode_batch(&k, &v))
+            {
+                Ok(x) => x,
+                Err(StoreError::FormatVersion { .. }) => {
+                    return Err(StoreError::FormatVersion {
+                        path: self.path.display().to_string(),
+                        found: 0,
+                        expected: STORE_FORMAT_VERSION,
+                    });
+                }
+                Err(e) => {
+                    *broken = Some(format!("after entry {last}: {e}"));
+                    return Ok(());
+                }
+            };
+            for (i, command) in cmds.into_iter().enumerate() {
+                let index = first + i as u64;
+                if index < from {
+                    continue;
+                }
+                if index != *last + 1 {
+                    *broken = Some(format!(
+                        "journal entry {} is missing (the next one found is {index})",
+                        *last + 1
+                    ));
+                    return Ok(());
+                }
+                state.apply(&command).map_err(|r| StoreError::Replay {
+                    index,
+                    reason: r.to_string(),
+                })?;
+                *last = index;
+                *replayed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every journal record after entry `last` (accepted data loss), durably.
+    fn drop_journal_after(&self, last: u64) -> Result<(), StoreError> {
+        let keys: Vec<sled::IVec> = self
+            .journal
+            .range((last + 1).to_be_bytes()..)
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
+        }
+        self.journal
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        // A record that starts at or before `last` but could not be read goes too.
+        if let Some((k, v)) = self
+            .journal
+            .range(..=last.to_be_bytes())
+            .next_back()
+            .and_then(Result::ok)
+            && self.decode_batch(&k, &v).is_err()
+        {
+            self.journal.remove(k).map_err(|e| self.sled_err(e))?;
+        }
+        self.flush()?;
+        Ok(())
+    }
 }
 
 /// Fault injection for tests: damage a closed store the way a crash or a disk could. Never

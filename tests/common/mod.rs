@@ -167,6 +167,49 @@ labels = {{ suite = "e2e" }}
         self.addr = addr.trim().to_string();
     }
 
+    /// Starts the node again on the same data directory with extra `hodei node` arguments, and
+    /// returns `Err((exit status, its stderr))` if it exits before it is ready (e.g. it
+    /// refuses to start).
+    pub fn try_restart(&mut self, args: &[&str]) -> Result<(), (String, String)> {
+        self.kill9();
+        self.starts += 1;
+        let addr_file = self.data_dir().join("node.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::File::create(self.log_path()).expect("node log");
+        let mut child = Command::new(hodei_bin())
+            .args(["node", "--config"])
+            .arg(&self.config)
+            .args(args)
+            .env(
+                "HODEI_LOG",
+                "info,hodei_actors=debug,ractor=warn,ractor_cluster=warn",
+            )
+            .env_remove("HODEI_COOKIE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hodei node");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                return Err((status.to_string(), log));
+            }
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                self.addr = a.trim().to_string();
+                self.child = Some(child);
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node neither started nor exited within 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the node with SIGKILL (no shutdown).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -820,3 +820,46 @@ proptest! {
         prop_assert_eq!(d.state_counts(), s.state_counts());
     }
 }
+
+#[test]
+fn an_accepted_data_loss_never_gives_out_an_id_or_epoch_again() {
+    let mut h = H::new();
+    let first = h.submit(JobSpec::shell("true"));
+    let pool = PoolId::new("p").unwrap();
+    assert_eq!(h.s.next_worker_id(&pool).as_str(), "p-1");
+    // The surviving journal knows job 1 only; ids up to 40, epoch 7 and worker p-12 had been
+    // handed out before the loss.
+    h.run(Command::DataLossAccepted {
+        acked_index: 90,
+        recovered_index: 3,
+        next_job_id: 41,
+        epoch: 7,
+        worker_seq_min: 12,
+        pools: vec![pool.clone(), PoolId::new("other").unwrap()],
+        what: "test".into(),
+        at_ms: 5,
+    })
+    .unwrap();
+    assert_eq!(h.s.epoch, Epoch(7));
+    assert!(h.s.job(first).is_some(), "what survived stays");
+    assert_eq!(h.submit(JobSpec::shell("true")), JobId(41));
+    assert_eq!(h.s.next_worker_id(&pool).as_str(), "p-13");
+    assert_eq!(
+        h.s.next_worker_id(&PoolId::new("other").unwrap()).as_str(),
+        "other-13"
+    );
+    // Marks below the state's own never move it back.
+    h.run(Command::DataLossAccepted {
+        acked_index: 0,
+        recovered_index: 0,
+        next_job_id: 2,
+        epoch: 1,
+        worker_seq_min: 0,
+        pools: vec![],
+        what: "test".into(),
+        at_ms: 6,
+    })
+    .unwrap();
+    assert_eq!(h.s.epoch, Epoch(7));
+    assert_eq!(h.s.next_job_id, 42);
+}

@@ -2,6 +2,7 @@ use super::*;
 use crate::error::StoreError;
 use crate::ids::{JobId, NodeId};
 use crate::job::JobSpec;
+use crate::store::Marks;
 
 fn submit(i: u64) -> Command {
     Command::SubmitJob {
@@ -172,4 +173,91 @@ fn a_second_process_cannot_open_the_same_store() {
     let _a = Store::open(dir.path(), 8 << 20).unwrap();
     let b = Store::open(dir.path(), 8 << 20);
     assert!(b.is_err());
+}
+
+/// A store of `n` acknowledged submissions (journaled, flushed, watermark written), closed.
+fn acknowledged_store(dir: &std::path::Path, n: u64) -> u64 {
+    let s = Store::open(dir, 8 << 20).unwrap();
+    let mut st = ControlState::default();
+    let mut cmds = vec![started()];
+    cmds.extend((0..n).map(submit));
+    let last = journal(&s, &mut st, 1, cmds);
+    s.write_marks(Marks {
+        index: last,
+        next_job_id: st.next_job_id,
+        epoch: st.epoch.0,
+        worker_seq_max: 0,
+    })
+    .unwrap();
+    last
+}
+
+fn damage(path: &std::path::Path, at: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    for x in &mut b[at..at + 4] {
+        *x ^= 0xff;
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_log_that_sled_cuts_short_is_refused_naming_both_indices() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let last = acknowledged_store(&store, 50);
+    damage(&store.join("db"), 0);
+    let err = testing::reopen(&store).recover().unwrap_err();
+    assert!(matches!(err, StoreError::DataLoss { acked, recovered: 0, .. } if acked == last));
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("entry {last} was acknowledged"))
+            && msg.contains("only up to entry 0")
+            && msg.contains("--accept-data-loss")
+            && msg.contains("snapshot restore"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn accepting_the_loss_keeps_the_watermarks_ids_and_drops_nothing_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let last = acknowledged_store(&store, 50);
+    damage(&store.join("db"), 0);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let s = Store::open_with(&store, 8 << 20, true).unwrap();
+    let r = s.recover().unwrap();
+    let loss = r.loss.expect("the loss is reported");
+    assert_eq!(loss.acked_index, last);
+    assert_eq!(loss.recovered_index, r.last_index);
+    assert_eq!(loss.marks.next_job_id, 51, "ids 1..=50 were handed out");
+}
+
+#[test]
+fn a_damaged_sled_config_says_what_is_damaged_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let last = acknowledged_store(&store, 5);
+    damage(&store.join("conf"), 0);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let msg = Store::open(&store, 8 << 20).unwrap_err().to_string();
+    assert!(
+        msg.contains("is damaged")
+            && msg.contains(&format!("entries up to {last} were acknowledged"))
+            && msg.contains("--accept-data-loss")
+            && msg.contains("snapshot restore"),
+        "{msg}"
+    );
+    // Accepting moves the damaged store aside (kept for inspection) and starts a new one that
+    // still knows which ids were handed out.
+    let s = Store::open_with(&store, 8 << 20, true).unwrap();
+    let r = s.recover().unwrap();
+    let loss = r.loss.expect("the loss is reported");
+    assert!(loss.what.contains("moved aside"), "{}", loss.what);
+    assert_eq!(loss.marks.next_job_id, 6);
+    assert!(std::fs::read_dir(dir.path()).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("store.damaged-")
+    }));
 }
