@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use std::time::Duration;
 
 /// Jobs acknowledged before the fault.
 const JOBS: usize = 120;
@@ -219,4 +220,99 @@ fn a_missing_watermark_is_refused_and_accepted_only_on_request() {
     );
     node.try_restart(&["--accept-data-loss"]).unwrap();
     assert_eq!(node.jobs().len(), ids.len(), "nothing was lost here");
+}
+
+#[test]
+fn a_snapshot_saved_online_restores_into_an_empty_data_directory() {
+    let node = TestNode::start(NodeOpts {
+        workers: 1,
+        slots: 2,
+        ..Default::default()
+    });
+    node.wait_workers(1);
+    let done: Vec<u64> = (0..5)
+        .map(|i| node.submit(&["--name", &format!("done{i}")], &["true"]))
+        .collect();
+    for id in &done {
+        node.wait_state(*id, "succeeded", Duration::from_secs(60));
+    }
+    let running = node.submit(&["--name", "long", "--retries", "1"], &["sleep", "300"]);
+    node.wait_state(running, "running", Duration::from_secs(30));
+    let held = node.submit(&["--name", "held", "--selector", "nowhere=true"], &["true"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.snap");
+    let out = node.ok(&["operator", "snapshot", "save", &path_str(&file)]);
+    assert!(out.contains("7 jobs"), "{out}");
+    // The node keeps serving after the backup.
+    let after = node.submit(&["--name", "after-backup"], &["true"]);
+    node.wait_state(after, "succeeded", Duration::from_secs(60));
+    let inspect = node.ok(&["operator", "snapshot", "inspect", &path_str(&file)]);
+    assert!(inspect.contains("7 jobs"), "{inspect}");
+
+    // A damaged copy is refused, naming the problem.
+    let damaged = dir.path().join("damaged.snap");
+    let mut b = std::fs::read(&file).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x40;
+    std::fs::write(&damaged, b).unwrap();
+    let mut target = TestNode::start(NodeOpts {
+        workers: 1,
+        slots: 2,
+        ..Default::default()
+    });
+    target.stop();
+    let data = path_str(&target.data_dir());
+    let refused = target.run(&[
+        "operator",
+        "snapshot",
+        "restore",
+        &path_str(&damaged),
+        "--data-dir",
+        &data,
+    ]);
+    assert_ne!(exit_code(&refused), 0);
+    assert!(
+        stderr(&refused).contains("checksum"),
+        "{}",
+        stderr(&refused)
+    );
+    // Never over an existing store.
+    let occupied = target.run(&[
+        "operator",
+        "snapshot",
+        "restore",
+        &path_str(&file),
+        "--data-dir",
+        &data,
+    ]);
+    assert_ne!(exit_code(&occupied), 0);
+    assert!(
+        stderr(&occupied).contains("already holds a store"),
+        "{}",
+        stderr(&occupied)
+    );
+    std::fs::remove_dir_all(target.data_dir().join("store")).unwrap();
+    std::fs::remove_file(target.data_dir().join("store.watermark")).unwrap();
+    let restored = target.ok(&[
+        "operator",
+        "snapshot",
+        "restore",
+        &path_str(&file),
+        "--data-dir",
+        &data,
+    ]);
+    assert!(restored.contains("7 jobs"), "{restored}");
+    target.restart();
+    let jobs = target.jobs();
+    assert_eq!(jobs.len(), 7, "every job of the backup: {jobs:?}");
+    for id in &done {
+        assert_eq!(target.job(*id)["state"], "succeeded");
+    }
+    assert_eq!(target.job(held)["state"], "pending");
+    // The attempt that was running when the backup was taken is retried on the new node.
+    let r = target.wait_state(running, "running", Duration::from_secs(60));
+    assert_eq!(r["attempts"], 2, "{r}");
+    let next = target.submit(&["--name", "new"], &["true"]);
+    assert!(next > held, "ids continue after the backup's: {next}");
+    target.wait_state(next, "succeeded", Duration::from_secs(60));
 }

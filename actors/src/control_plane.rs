@@ -229,6 +229,11 @@ pub enum ControlPlaneMsg {
     JournalFailed(String),
     /// Periodic: gauges and retention.
     Tick,
+    /// The state encoded for a backup, answered once everything it contains is durable.
+    Backup {
+        /// Answer.
+        reply: Reply<BackupState>,
+    },
     /// Graceful shutdown: requeue live attempts, snapshot, flush.
     Shutdown {
         /// Answered when durable.
@@ -238,6 +243,23 @@ pub enum ControlPlaneMsg {
 impl ractor::Message for ControlPlaneMsg {}
 
 type Deferred = Box<dyn FnOnce(&mut Core, Result<(), &str>) + Send>;
+
+/// The state as of a durable index, encoded for a backup file.
+#[derive(Debug)]
+pub struct BackupState {
+    /// The state, as [`Store::encode_state`] encodes it.
+    pub payload: Vec<u8>,
+    /// The journal index it is as of.
+    pub index: u64,
+    /// The ids handed out up to then.
+    pub marks: Marks,
+    /// When it was taken.
+    pub at_ms: u64,
+    /// Jobs in it.
+    pub jobs: u64,
+    /// Workers in it.
+    pub workers: u64,
+}
 
 /// Pending jobs the autoscaler's demand looks at, at most.
 pub const DEMAND_JOBS_MAX: usize = 10_000;
@@ -665,6 +687,23 @@ impl ControlPlaneState {
                 return Err(msg.into());
             }
             ControlPlaneMsg::Tick => st.on_tick()?,
+            ControlPlaneMsg::Backup { reply } => {
+                let backup = Store::encode_state(&st.core.state).map(|payload| BackupState {
+                    payload,
+                    index: st.core.last_index,
+                    marks: st.core.marks(),
+                    at_ms: st.core.ctx.now_ms(),
+                    jobs: st.core.state.jobs.len() as u64,
+                    workers: st.core.state.workers.len() as u64,
+                });
+                st.after_durable(move |_, d| {
+                    let _ = reply.send(match (d, backup) {
+                        (Err(e), _) => Err(ApiError::unavailable(e)),
+                        (_, Err(e)) => Err(ApiError::internal(e.to_string())),
+                        (Ok(()), Ok(b)) => Ok(b),
+                    });
+                });
+            }
             ControlPlaneMsg::Shutdown { reply } => {
                 st.core.stopping = true;
                 let at_ms = st.core.ctx.now_ms();

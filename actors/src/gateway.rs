@@ -266,6 +266,12 @@ pub async fn serve(ctx: &NodeContext, req: ClientRequest) -> ClientReply {
         }
         ClientRequest::Metrics => Ok(ClientResponse::Metrics(ctx.metrics.encode())),
         ClientRequest::InjectFault { target } => inject_fault(ctx, &target),
+        ClientRequest::SnapshotSave => crate::backups::save(ctx, &control).await,
+        ClientRequest::SnapshotRead {
+            name,
+            offset,
+            max_bytes,
+        } => crate::backups::read(ctx, name, offset, max_bytes).await,
     }
 }
 

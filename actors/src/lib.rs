@@ -24,6 +24,7 @@
 
 pub mod agent_gateway;
 pub mod autoscaler;
+pub mod backups;
 pub mod context;
 pub mod control_plane;
 pub mod gateway;

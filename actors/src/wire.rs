@@ -39,6 +39,8 @@ pub const LOG_CHUNK_BYTES_MAX: usize = 64 * 1024;
 pub const LOG_READ_BYTES_MAX: u32 = 1 << 20;
 /// Most jobs returned by one list call.
 pub const LIST_LIMIT_MAX: u32 = 10_000;
+/// Most bytes of a backup read per request (`SnapshotRead`).
+pub const SNAPSHOT_READ_BYTES_MAX: u32 = 1 << 20;
 /// Longest a client may long-poll (wait, log follow) in one call.
 pub const LONG_POLL_MS_MAX: u64 = 60_000;
 
@@ -528,6 +530,37 @@ pub enum ClientRequest {
         /// `scheduler`, `autoscaler`, `gateway-task`, `job:<id>`, `worker:<id>`, `pool:<name>`.
         target: String,
     },
+    /// Take a backup of the state (consistent, as of a durable index) into a file on the node,
+    /// to be read with `SnapshotRead`.
+    SnapshotSave,
+    /// Read part of a backup file taken by `SnapshotSave`.
+    SnapshotRead {
+        /// The name `SnapshotSave` returned.
+        name: String,
+        /// Byte offset.
+        offset: u64,
+        /// Most bytes to return (≤ [`SNAPSHOT_READ_BYTES_MAX`]).
+        max_bytes: u32,
+    },
+}
+
+/// A backup taken on the node (`hodei operator snapshot save`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Its name on the node (for `SnapshotRead`).
+    pub name: String,
+    /// File size.
+    pub bytes: u64,
+    /// The journal index the state is as of.
+    pub index: u64,
+    /// Jobs in it.
+    pub jobs: u64,
+    /// Workers in it.
+    pub workers: u64,
+    /// Hex SHA-256 of its content.
+    pub sha256: String,
+    /// When it was taken.
+    pub created_at_ms: u64,
 }
 
 /// Successful answers.
@@ -562,6 +595,15 @@ pub enum ClientResponse {
     Metrics(String),
     /// Done.
     Done,
+    /// A backup was taken.
+    SnapshotSaved(SnapshotInfo),
+    /// Part of a backup file.
+    SnapshotChunk {
+        /// The bytes from the requested offset.
+        data: Vec<u8>,
+        /// The file's size.
+        total_bytes: u64,
+    },
 }
 
 /// A client reply.

@@ -354,6 +354,59 @@ impl Client {
         }
     }
 
+    /// Takes a consistent backup of the node's state while it runs and writes it to `path`:
+    /// the node snapshots its state as of a durable journal index into a checksummed file,
+    /// which is read back in chunks, verified (checksum and decode) and renamed into place.
+    /// Restore it with `hodei operator snapshot restore` into an empty data directory.
+    pub async fn save_snapshot(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<wire::SnapshotInfo, ClientError> {
+        let info = match self
+            .call(ClientRequest::SnapshotSave, REQUEST_TIMEOUT)
+            .await?
+        {
+            ClientResponse::SnapshotSaved(i) => i,
+            other => return Err(unexpected(other)),
+        };
+        let mut bytes = Vec::with_capacity(info.bytes as usize);
+        while (bytes.len() as u64) < info.bytes {
+            let req = ClientRequest::SnapshotRead {
+                name: info.name.clone(),
+                offset: bytes.len() as u64,
+                max_bytes: wire::SNAPSHOT_READ_BYTES_MAX,
+            };
+            match self.call(req, REQUEST_TIMEOUT).await? {
+                ClientResponse::SnapshotChunk { data, .. } if data.is_empty() => {
+                    return Err(ClientError::Protocol(format!(
+                        "the backup {} ended after {} of {} bytes",
+                        info.name,
+                        bytes.len(),
+                        info.bytes
+                    )));
+                }
+                ClientResponse::SnapshotChunk { data, .. } => bytes.extend_from_slice(&data),
+                other => return Err(unexpected(other)),
+            }
+        }
+        let shown = path.display().to_string();
+        let check = hodei_runtime::store::backup::decode(&bytes, &shown)
+            .map_err(|e| ClientError::Protocol(format!("the backup read back is invalid: {e}")))?;
+        if check.info.sha256 != info.sha256 {
+            return Err(ClientError::Protocol(format!(
+                "the backup read back has checksum {} but the node wrote {}",
+                check.info.sha256, info.sha256
+            )));
+        }
+        hodei_runtime::store::backup::write_file(path, &bytes).map_err(|e| {
+            ClientError::Api(ApiError::new(
+                ApiErrorKind::InvalidRequest,
+                format!("cannot write {shown}: {e}"),
+            ))
+        })?;
+        Ok(info)
+    }
+
     /// Crashes an actor on purpose (only when the node enables `debug.fault_injection`).
     pub async fn inject_fault(&self, target: &str) -> Result<(), ClientError> {
         self.call(

@@ -1,5 +1,6 @@
 //! The `hodei` command: node, agent and client in one binary. See `hodei --help`.
 
+mod operator;
 mod sim;
 
 use std::collections::BTreeMap;
@@ -155,6 +156,11 @@ enum Cmd {
         /// Every series the node exports, as Prometheus text.
         #[arg(long)]
         all: bool,
+    },
+    /// Operations on a node's data: backups of the state (snapshot save / restore / inspect).
+    Operator {
+        #[command(subcommand)]
+        cmd: operator::OperatorCmd,
     },
     /// Configuration tools.
     Config {
@@ -808,6 +814,7 @@ async fn run(cmd: Cmd) -> Result<u8, Failure> {
             Ok(0)
         }
         Cmd::Sim { cmd } => blocking(move || sim::run(cmd)).await,
+        Cmd::Operator { cmd } => operator::run(cmd).await,
         Cmd::Bench {
             cmd: BenchCmd::Scheduler(a),
         } => blocking(move || hodei::bench::scheduler(a)).await,

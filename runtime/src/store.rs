@@ -34,6 +34,7 @@ use crate::codec;
 use crate::control::{Command, ControlState};
 use crate::error::StoreError;
 
+pub mod backup;
 pub mod watermark;
 
 pub use watermark::{Marks, Watermark, WatermarkError};
@@ -380,6 +381,17 @@ impl Store {
             what: what.into(),
             reason: reason.into(),
         }
+    }
+
+    /// Sets the cluster id (restoring a backup keeps the id of the directory it came from).
+    pub fn set_cluster_id(&self, id: &str) -> Result<(), StoreError> {
+        if id.is_empty() {
+            return Ok(());
+        }
+        self.meta
+            .insert(KEY_CLUSTER_ID, id.as_bytes())
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
     }
 
     /// A random id generated once per data directory (labels resources this cluster owns).

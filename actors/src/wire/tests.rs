@@ -49,6 +49,25 @@ fn view() -> JobView {
 #[test]
 fn every_client_message_round_trips() {
     roundtrip(ClientRequest::Hello { client: "c".into() });
+    roundtrip(ClientRequest::SnapshotSave);
+    roundtrip(ClientRequest::SnapshotRead {
+        name: "backup-1.hodei-snapshot".into(),
+        offset: 7,
+        max_bytes: 9,
+    });
+    roundtrip::<ClientReply>(Ok(ClientResponse::SnapshotSaved(SnapshotInfo {
+        name: "n".into(),
+        bytes: 1,
+        index: 2,
+        jobs: 3,
+        workers: 4,
+        sha256: "ab".into(),
+        created_at_ms: 5,
+    })));
+    roundtrip::<ClientReply>(Ok(ClientResponse::SnapshotChunk {
+        data: vec![1, 2, 3],
+        total_bytes: 3,
+    }));
     roundtrip(ClientRequest::Submit {
         spec: Box::new(spec()),
     });

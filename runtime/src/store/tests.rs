@@ -261,3 +261,63 @@ fn a_damaged_sled_config_says_what_is_damaged_and_what_to_do() {
             .starts_with("store.damaged-")
     }));
 }
+
+#[test]
+fn a_backup_restores_into_an_empty_directory_with_its_state_ids_and_cluster_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("a/store");
+    let s = Store::open(&src, 8 << 20).unwrap();
+    let mut st = ControlState::default();
+    let mut cmds = vec![started()];
+    cmds.extend((0..20).map(submit));
+    let last = journal(&s, &mut st, 1, cmds);
+    let marks = Marks {
+        index: last,
+        next_job_id: st.next_job_id,
+        epoch: st.epoch.0,
+        worker_seq_max: 3,
+    };
+    let payload = Store::encode_state(&st).unwrap();
+    let cluster = s.cluster_id().unwrap();
+    let (bytes, info) = backup::encode(&payload, last, 99, &marks, &cluster);
+    assert_eq!(info.index, last);
+    let file = dir.path().join("b.snap");
+    backup::write_file(&file, &bytes).unwrap();
+    let b = backup::read(&file).unwrap();
+    assert_eq!(b.info, info);
+    assert_eq!(b.state.jobs.len(), 20);
+
+    let dst = dir.path().join("restored/store");
+    backup::restore(&dst, &b, 8 << 20).unwrap();
+    let s2 = testing::reopen(&dst);
+    let r = s2.recover().unwrap();
+    assert_eq!(r.last_index, last);
+    assert_eq!(r.state.jobs.len(), 20);
+    assert_eq!(r.state.next_job_id, st.next_job_id);
+    assert_eq!(s2.cluster_id().unwrap(), cluster);
+    assert_eq!(s2.marks(), marks);
+    drop(s2);
+    // Never over an existing store.
+    let err = backup::restore(&dst, &b, 8 << 20).unwrap_err().to_string();
+    assert!(err.contains("already holds a store"), "{err}");
+}
+
+#[test]
+fn a_damaged_or_truncated_backup_is_refused() {
+    let st = ControlState::default();
+    let payload = Store::encode_state(&st).unwrap();
+    let (bytes, _) = backup::encode(&payload, 1, 1, &Marks::default(), "c");
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+    let e = backup::decode(&flipped, "f").unwrap_err().to_string();
+    assert!(e.contains("checksum") || e.contains("state"), "{e}");
+    let e = backup::decode(&bytes[..bytes.len() - 1], "f")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("truncated"), "{e}");
+    let e = backup::decode(b"not a backup at all", "f")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a hodei snapshot backup"), "{e}");
+}
